@@ -1,0 +1,657 @@
+package kpemu
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	kp "github.com/IBM/keyprotect-go-client"
+	"github.com/IBM/keyprotect-go-client/iam"
+)
+
+// These tests drive the emulator through the real keyprotect-go-client.
+
+func TestUnknownAPIKeyGetsIAMError(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(func(cc *kp.ClientConfig) { cc.APIKey = "not-a-known-key" })
+	_, err := c.GetKeys(ctx(t), 0, 0)
+	var ierr iam.Error
+	if !errors.As(err, &ierr) {
+		t.Fatalf("want iam.Error, got %T %v", err, err)
+	}
+	if ierr.ErrorCode != "BXNIM0415E" || ierr.HTTPResponse.StatusCode != 400 || ierr.Context == nil || ierr.Context.RequestID == "" {
+		t.Fatalf("unexpected IAM error: %+v", ierr)
+	}
+}
+
+func TestCreateRootStandardAndImportedKeys(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateRootKey(ctx(t), "root-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.Extractable || root.State != int(kp.Active) || root.Imported || root.KeyVersion == nil || root.CRN == "" || root.Type != typeKey {
+		t.Fatalf("root key: %+v", root)
+	}
+	std, err := c.CreateStandardKey(ctx(t), "std-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	imp, err := c.CreateImportedRootKey(ctx(t), "imported-root", nil, payload, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !imp.Imported || imp.Extractable {
+		t.Fatalf("imported root key: %+v", imp)
+	}
+	impStd, err := c.CreateImportedStandardKey(ctx(t), "imported-std", nil, base64.StdEncoding.EncodeToString([]byte("a standard secret")))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := c.GetKey(ctx(t), root.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Payload != "" {
+		t.Fatal("a root key's material left the emulator")
+	}
+	got, err = c.GetKey(ctx(t), std.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := base64.StdEncoding.DecodeString(got.Payload); len(p) != 32 {
+		t.Fatalf("standard key payload: %q", got.Payload)
+	}
+	got, err = c.GetKey(ctx(t), impStd.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := base64.StdEncoding.DecodeString(got.Payload); string(p) != "a standard secret" {
+		t.Fatalf("imported standard payload: %q", got.Payload)
+	}
+	md, err := c.GetKeyMetadata(ctx(t), std.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.Payload != "" || md.Name != "std-1" {
+		t.Fatalf("metadata: %+v", md)
+	}
+
+	// Bad payloads are refused as the service refuses them.
+	_, err = c.CreateImportedRootKey(ctx(t), "short", nil, base64.StdEncoding.EncodeToString([]byte("short")), "", "")
+	wantKPError(t, err, 400, "INVALID_FIELD_ERR")
+	_, err = c.CreateKey(ctx(t), "x", nil, false)
+	wantKPError(t, err, 400, "INVALID_FIELD_ERR")
+	past := time.Now().Add(-time.Hour)
+	_, err = c.CreateRootKey(ctx(t), "expired-at-birth", &past)
+	wantKPError(t, err, 400, "INVALID_FIELD_ERR")
+	_, err = c.GetKey(ctx(t), "6a0b1b1e-0000-4000-8000-000000000000")
+	wantKPError(t, err, 404, "KEY_NOT_FOUND_ERR")
+}
+
+func TestListKeysFiltersAndPages(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	var ids []string
+	for i := range 5 {
+		k, err := c.CreateKey(ctx(t), "key-"+string(rune('a'+i)), nil, i%2 == 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.ID)
+	}
+	if err := c.DisableKey(ctx(t), ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteKey(ctx(t), ids[2], kp.ReturnMinimal); err != nil {
+		t.Fatal(err)
+	}
+	all, err := c.ListKeys(ctx(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Keys) != 4 || all.Metadata.NumberOfKeys != 4 {
+		t.Fatalf("default list hides destroyed keys: got %d", len(all.Keys))
+	}
+	lim, off := uint32(2), uint32(1)
+	page, err := c.ListKeys(ctx(t), &kp.ListKeysOptions{Limit: &lim, Offset: &off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Keys) != 2 || page.Keys[0].ID != all.Keys[1].ID {
+		t.Fatalf("page: %+v", page.Keys)
+	}
+	ext := true
+	std, err := c.ListKeys(ctx(t), &kp.ListKeysOptions{Extractable: &ext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(std.Keys) != 2 {
+		t.Fatalf("extractable filter: %d", len(std.Keys))
+	}
+	gone, err := c.ListKeys(ctx(t), &kp.ListKeysOptions{State: []kp.KeyState{kp.Destroyed, kp.Suspended}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, k := range gone.Keys {
+		got = append(got, k.ID)
+	}
+	if len(got) != 2 || !slices.Contains(got, ids[0]) || !slices.Contains(got, ids[2]) {
+		t.Fatalf("state filter: %v", got)
+	}
+
+	status, _, body := e.raw("GET", "/api/v2/keys?totalCount=true&limit=1", nil)
+	if status != 200 || !bytes.Contains(body, []byte(`"totalCount":4`)) || !bytes.Contains(body, []byte(`"collectionTotal":1`)) {
+		t.Fatalf("totalCount: %d %s", status, body)
+	}
+	status, _, body = e.raw("GET", "/api/v2/keys?limit=0", nil)
+	wantShape(t, status, body, 400, "INVALID_QUERY_PARAM_ERR")
+	status, _, body = e.raw("GET", "/api/v2/keys?state=4", nil)
+	wantShape(t, status, body, 400, "INVALID_QUERY_PARAM_ERR")
+}
+
+func TestWrapUnwrapBindsAAD(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateRootKey(ctx(t), "root", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aad := []string{"byokd", "cluster:c1"}
+	dek := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xab}, 32))
+	ct, err := c.Wrap(ctx(t), root.ID, []byte(dek), &aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(ct, []byte(dek)) {
+		t.Fatal("ciphertext carries the plaintext")
+	}
+	pt, rewrapped, err := c.UnwrapV2(ctx(t), root.ID, ct, &aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(pt) != dek || len(rewrapped) != 0 {
+		t.Fatalf("unwrap: %q rewrapped=%q", pt, rewrapped)
+	}
+
+	for name, bad := range map[string]*[]string{
+		"no AAD":         nil,
+		"other AAD":      {"byokd", "cluster:c2"},
+		"AAD reordered":  {"cluster:c1", "byokd"},
+		"AAD concat":     {"byokdcluster:c1"},
+		"AAD extra item": {"byokd", "cluster:c1", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := c.Unwrap(ctx(t), root.ID, ct, bad)
+			wantKPError(t, err, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+		})
+	}
+
+	// The same ciphertext does not unwrap under another root key.
+	other, err := c.CreateRootKey(ctx(t), "other", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Unwrap(ctx(t), other.ID, ct, &aad)
+	wantKPError(t, err, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+
+	// A tampered ciphertext fails rather than unwrapping to garbage.
+	env, ctRaw, iv, perr := parseEnvelope(string(ct))
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	ctRaw[0] ^= 1
+	env.Ciphertext = base64.StdEncoding.EncodeToString(ctRaw)
+	env.IV = base64.StdEncoding.EncodeToString(iv)
+	tampered := reEnvelope(t, env)
+	_, err = c.Unwrap(ctx(t), root.ID, tampered, &aad)
+	wantKPError(t, err, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+	_, err = c.Unwrap(ctx(t), root.ID, []byte("bm90IGEgY2lwaGVydGV4dA=="), &aad)
+	wantKPError(t, err, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+}
+
+func TestWrapWithoutPlaintextCreatesDEK(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateRootKey(ctx(t), "root", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.WrapCreateDEKV2(ctx(t), root.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dek, err := base64.StdEncoding.DecodeString(res.PlainText)
+	if err != nil || len(dek) != 32 {
+		t.Fatalf("generated DEK: %d bytes, %v", len(dek), err)
+	}
+	if res.KeyVersion == nil || res.KeyVersion.ID != root.KeyVersion.ID {
+		t.Fatalf("key version: %+v", res.KeyVersion)
+	}
+	pt, err := c.Unwrap(ctx(t), root.ID, []byte(res.CipherText), nil)
+	if err != nil || string(pt) != res.PlainText {
+		t.Fatalf("unwrap generated DEK: %v", err)
+	}
+	again, err := c.WrapCreateDEKV2(ctx(t), root.ID, nil)
+	if err != nil || again.PlainText == res.PlainText {
+		t.Fatalf("two generated DEKs are equal or failed: %v", err)
+	}
+}
+
+func TestDisabledKeyRefusesWrapAndUnwrapUntilEnabled(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateRootKey(ctx(t), "root", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := c.Wrap(ctx(t), root.ID, []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DisableKey(ctx(t), root.ID); err != nil {
+		t.Fatal(err)
+	}
+	md, err := c.GetKeyMetadata(ctx(t), root.ID)
+	if err != nil || md.State != int(kp.Suspended) {
+		t.Fatalf("state after disable: %+v %v", md, err)
+	}
+	_, err = c.Unwrap(ctx(t), root.ID, ct, nil)
+	kerr := wantKPError(t, err, 409, "KEY_ACTION_INVALID_STATE_ERR")
+	if want := "Conflict: Unwrap with key could not be performed: Please see `reasons` for more details (KEY_ACTION_INVALID_STATE_ERR)"; kerr.Message != want {
+		t.Fatalf("errorMsg %q, want %q", kerr.Message, want)
+	}
+	_, err = c.Wrap(ctx(t), root.ID, nil, nil)
+	wantKPError(t, err, 409, "KEY_ACTION_INVALID_STATE_ERR")
+	wantKPError(t, c.DisableKey(ctx(t), root.ID), 409, "KEY_ACTION_INVALID_STATE_ERR")
+
+	// The service makes a caller wait 30 seconds after a state change.
+	wantKPError(t, c.EnableKey(ctx(t), root.ID), 409, "REQ_TOO_EARLY_ERR")
+	e.srv.AdvanceClock(31 * time.Second)
+	if err := c.EnableKey(ctx(t), root.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantKPError(t, c.EnableKey(ctx(t), root.ID), 409, "KEY_ACTION_INVALID_STATE_ERR")
+	if _, err := c.Unwrap(ctx(t), root.ID, ct, nil); err != nil {
+		t.Fatalf("unwrap after enable: %v", err)
+	}
+}
+
+func TestDeletedKeyIsGoneUntilRestoredAndPurgedAfterFourHours(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateRootKey(ctx(t), "root", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := c.Wrap(ctx(t), root.ID, []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	del, err := c.DeleteKey(ctx(t), root.ID, kp.ReturnRepresentation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if del == nil || del.State != int(kp.Destroyed) || del.Deleted == nil || !*del.Deleted || del.DeletionDate == nil || del.PurgeAllowedFrom == nil {
+		t.Fatalf("delete representation: %+v", del)
+	}
+	_, err = c.Unwrap(ctx(t), root.ID, ct, nil)
+	wantKPError(t, err, 410, "KEY_DELETED_ERR")
+	_, err = c.DeleteKey(ctx(t), root.ID, kp.ReturnMinimal)
+	wantKPError(t, err, 410, "KEY_DELETED_ERR")
+	_, err = c.GetKey(ctx(t), root.ID)
+	wantKPError(t, err, 410, "KEY_DELETED_ERR")
+	md, err := c.GetKeyMetadata(ctx(t), root.ID)
+	if err != nil || md.State != int(kp.Destroyed) {
+		t.Fatalf("metadata of a deleted key: %+v %v", md, err)
+	}
+	_, err = c.PurgeKey(ctx(t), root.ID, kp.ReturnMinimal)
+	wantKPError(t, err, 409, "REQ_TOO_EARLY_ERR")
+
+	_, err = c.RestoreKey(ctx(t), root.ID)
+	wantKPError(t, err, 409, "REQ_TOO_EARLY_ERR")
+	e.srv.AdvanceClock(time.Minute)
+	restored, err := c.RestoreKey(ctx(t), root.ID)
+	if err != nil || restored.State != int(kp.Active) {
+		t.Fatalf("restore: %+v %v", restored, err)
+	}
+	if _, err := c.Unwrap(ctx(t), root.ID, ct, nil); err != nil {
+		t.Fatalf("unwrap after restore: %v", err)
+	}
+	_, err = c.RestoreKey(ctx(t), root.ID)
+	wantKPError(t, err, 409, "KEY_ACTION_INVALID_STATE_ERR")
+	_, err = c.PurgeKey(ctx(t), root.ID, kp.ReturnMinimal)
+	wantKPError(t, err, 409, "KEY_ACTION_INVALID_STATE_ERR")
+
+	if _, err := c.DeleteKey(ctx(t), root.ID, kp.ReturnMinimal); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.AdvanceClock(4*time.Hour + time.Second)
+	purged, err := c.PurgeKey(ctx(t), root.ID, kp.ReturnRepresentation)
+	if err != nil || purged == nil || purged.ID != root.ID {
+		t.Fatalf("purge: %+v %v", purged, err)
+	}
+	_, err = c.GetKeyMetadata(ctx(t), root.ID)
+	wantKPError(t, err, 404, "KEY_NOT_FOUND_ERR")
+
+	// Restoring is possible for 30 days only.
+	k2, err := c.CreateRootKey(ctx(t), "root2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteKey(ctx(t), k2.ID, kp.ReturnMinimal); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.AdvanceClock(31 * 24 * time.Hour)
+	_, err = c.RestoreKey(ctx(t), k2.ID)
+	wantKPError(t, err, 400, "KEY_RESTORE_EXPIRED")
+}
+
+func TestRotationRewrapsOldCiphertextOnUnwrap(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateRootKey(ctx(t), "root", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aad := []string{"byokd"}
+	dek := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1, 2, 3, 4}, 8))
+	oldCT, err := c.Wrap(ctx(t), root.ID, []byte(dek), &aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rotate(ctx(t), root.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	wantKPError(t, c.Rotate(ctx(t), root.ID, ""), 409, "KEY_ROTATION_NOT_PERMITTED")
+
+	pt, rewrapped, err := c.UnwrapV2(ctx(t), root.ID, oldCT, &aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(pt) != dek || len(rewrapped) == 0 || bytes.Equal(rewrapped, oldCT) {
+		t.Fatalf("unwrap of an old ciphertext: pt ok=%v rewrapped=%d bytes", string(pt) == dek, len(rewrapped))
+	}
+	pt2, again, err := c.UnwrapV2(ctx(t), root.ID, rewrapped, &aad)
+	if err != nil || string(pt2) != dek || len(again) != 0 {
+		t.Fatalf("unwrap of the rewrapped ciphertext: %v again=%d", err, len(again))
+	}
+	md, err := c.GetKeyMetadata(ctx(t), root.ID)
+	if err != nil || md.LastRotateDate == nil || md.KeyVersion.ID == root.KeyVersion.ID {
+		t.Fatalf("metadata after rotation: %+v %v", md, err)
+	}
+	vs, err := c.ListKeyVersions(ctx(t), root.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs.KeyVersion) != 2 || vs.KeyVersion[0].ID != md.KeyVersion.ID || vs.KeyVersion[1].ID != root.KeyVersion.ID {
+		t.Fatalf("versions: %+v", vs.KeyVersion)
+	}
+	one, tot := uint32(1), true
+	vs, err = c.ListKeyVersions(ctx(t), root.ID, &kp.ListKeyVersionsOptions{Limit: &one, TotalCount: &tot})
+	if err != nil || len(vs.KeyVersion) != 1 || vs.Metadata.TotalCount == nil || *vs.Metadata.TotalCount != 2 {
+		t.Fatalf("versions page: %+v %v", vs, err)
+	}
+
+	// A rotation an hour later is allowed again; an imported key needs new material.
+	e.srv.AdvanceClock(time.Hour)
+	if err := c.Rotate(ctx(t), root.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	imp, err := c.CreateImportedRootKey(ctx(t), "imp", nil, base64.StdEncoding.EncodeToString(make([]byte, 32)), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantKPError(t, c.Rotate(ctx(t), imp.ID, ""), 400, "KEY_PAYLOAD_REQ_ERR")
+	if err := c.Rotate(ctx(t), imp.ID, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32))); err != nil {
+		t.Fatal(err)
+	}
+
+	// The raw rewrap action moves a ciphertext to the newest version.
+	status, _, body := e.raw("POST", "/api/v2/keys/"+root.ID+"/actions/rewrap",
+		[]byte(`{"ciphertext":"`+string(oldCT)+`","aad":["byokd"]}`))
+	if status != 200 || !bytes.Contains(body, []byte(`"rewrappedKeyVersion"`)) || !bytes.Contains(body, []byte(`"ciphertext"`)) {
+		t.Fatalf("rewrap: %d %s", status, body)
+	}
+}
+
+func TestExpiredKeyIsDeactivatedAndStillUnwraps(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	exp := time.Now().Add(time.Hour)
+	root, err := c.CreateRootKey(ctx(t), "expiring", &exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := c.Wrap(ctx(t), root.ID, []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.AdvanceClock(2 * time.Hour)
+	md, err := c.GetKeyMetadata(ctx(t), root.ID)
+	if err != nil || md.State != int(kp.Deactivated) {
+		t.Fatalf("state after expiry: %+v %v", md, err)
+	}
+	if _, err := c.Unwrap(ctx(t), root.ID, ct, nil); err != nil {
+		t.Fatalf("an expired key still unwraps (key-states page): %v", err)
+	}
+	_, err = c.Wrap(ctx(t), root.ID, nil, nil)
+	wantKPError(t, err, 409, "KEY_ACTION_INVALID_STATE_ERR")
+	wantKPError(t, c.EnableKey(ctx(t), root.ID), 409, "KEY_ACTION_INVALID_STATE_ERR")
+	wantKPError(t, c.DisableKey(ctx(t), root.ID), 409, "KEY_ACTION_INVALID_STATE_ERR")
+	if err := c.Rotate(ctx(t), root.ID, ""); err != nil {
+		t.Fatalf("rotate is allowed on a deactivated key: %v", err)
+	}
+	if _, err := c.DeleteKey(ctx(t), root.ID, kp.ReturnMinimal); err != nil {
+		t.Fatalf("delete is allowed on a deactivated key: %v", err)
+	}
+}
+
+func TestStandardKeyCannotWrap(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	std, err := c.CreateStandardKey(ctx(t), "std", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Wrap(ctx(t), std.ID, nil, nil)
+	wantKPError(t, err, 400, "KEY_ROOT_REQ_ERR")
+	_, err = c.Unwrap(ctx(t), std.ID, []byte("eA=="), nil)
+	wantKPError(t, err, 400, "KEY_ROOT_REQ_ERR")
+	wantKPError(t, c.DisableKey(ctx(t), std.ID), 400, "KEY_ROOT_REQ_ERR")
+	wantKPError(t, c.Rotate(ctx(t), std.ID, ""), 400, "KEY_ROOT_REQ_ERR")
+}
+
+func TestAliasesWorkWhereverAnIDDoes(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateKeyWithAliases(ctx(t), "root", nil, false, []string{"first-alias"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(root.Aliases, []string{"first-alias"}) {
+		t.Fatalf("aliases at create: %v", root.Aliases)
+	}
+	a, err := c.CreateKeyAlias(ctx(t), "db-root", root.ID)
+	if err != nil || a.KeyID != root.ID || a.Alias != "db-root" {
+		t.Fatalf("create alias: %+v %v", a, err)
+	}
+	ct, err := c.Wrap(ctx(t), "db-root", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Unwrap(ctx(t), "first-alias", ct, nil); err != nil {
+		t.Fatalf("unwrap by alias: %v", err)
+	}
+	md, err := c.GetKeyMetadata(ctx(t), "db-root")
+	if err != nil || md.ID != root.ID || len(md.Aliases) != 2 {
+		t.Fatalf("metadata by alias: %+v %v", md, err)
+	}
+	if err := c.DisableKey(ctx(t), "db-root"); err != nil {
+		t.Fatal(err)
+	}
+
+	other, err := c.CreateRootKey(ctx(t), "other", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.CreateKeyAlias(ctx(t), "db-root", other.ID)
+	wantKPError(t, err, 409, "KEY_ALIAS_NOT_UNIQUE_ERR")
+	for _, bad := range []string{"x", "has space", "keys", "6a0b1b1e-0000-4000-8000-000000000000"} {
+		_, err = c.CreateKeyAlias(ctx(t), bad, other.ID)
+		if bad == "has space" {
+			// The client puts the alias in the path unescaped; the request
+			// never reaches a handler as an alias.
+			if err == nil {
+				t.Fatalf("alias %q accepted", bad)
+			}
+			continue
+		}
+		wantKPError(t, err, 400, "INVALID_FIELD_ERR")
+	}
+	for i := range 5 {
+		if _, err := c.CreateKeyAlias(ctx(t), "o-"+string(rune('a'+i)), other.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = c.CreateKeyAlias(ctx(t), "o-six", other.ID)
+	wantKPError(t, err, 400, "KEY_ALIAS_QUOTA_ERR")
+
+	if err := c.DeleteKeyAlias(ctx(t), "db-root", root.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GetKeyMetadata(ctx(t), "db-root")
+	wantKPError(t, err, 404, "KEY_NOT_FOUND_ERR")
+	wantKPError(t, c.DeleteKeyAlias(ctx(t), "db-root", root.ID), 404, "KEY_ALIAS_NOT_FOUND_ERR")
+}
+
+func TestExpiredTokenGets401(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.TokenTTL = 2 * time.Second })
+	tok := e.token()
+	c := e.client(func(cc *kp.ClientConfig) { cc.Authorization = "Bearer " + tok })
+	if _, err := c.GetKeys(ctx(t), 0, 0); err != nil {
+		t.Fatalf("fresh token: %v", err)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	_, err := c.GetKeys(ctx(t), 0, 0)
+	kerr := wantKPError(t, err, 401, "")
+	if kerr.Message != msgUnauthorized {
+		t.Fatalf("errorMsg %q", kerr.Message)
+	}
+	// A client holding the API key simply gets a new token.
+	if _, err := e.client().GetKeys(ctx(t), 0, 0); err != nil {
+		t.Fatalf("new token: %v", err)
+	}
+	bad := e.client(func(cc *kp.ClientConfig) { cc.Authorization = "Bearer not.a.token" })
+	_, err = bad.GetKeys(ctx(t), 0, 0)
+	wantKPError(t, err, 401, "")
+	malformed := e.client(func(cc *kp.ClientConfig) { cc.Authorization = "Basic abc" })
+	_, err = malformed.GetKeys(ctx(t), 0, 0)
+	wantKPError(t, err, 400, "BEARER_SUB_EXTRACTION_ERR")
+}
+
+func TestWrongInstanceIsRefused(t *testing.T) {
+	e := newEnv(t)
+	other := e.client(func(cc *kp.ClientConfig) { cc.InstanceID = "0b6e1f3a-1111-4222-8333-444455556666" })
+	_, err := other.GetKeys(ctx(t), 0, 0)
+	wantKPError(t, err, 401, "")
+	garbled := e.client(func(cc *kp.ClientConfig) { cc.InstanceID = "not-a-uuid" })
+	_, err = garbled.GetKeys(ctx(t), 0, 0)
+	kerr := wantKPError(t, err, 400, "")
+	if kerr.Message != "Bad Request: Request requires valid Bluemix-Instance Header containing a valid UUID" {
+		t.Fatalf("errorMsg %q", kerr.Message)
+	}
+	missing := e.client(func(cc *kp.ClientConfig) { cc.InstanceID = "" })
+	_, err = missing.GetKeys(ctx(t), 0, 0)
+	wantKPError(t, err, 400, "")
+}
+
+func TestRevokedAccessGets401AndRemovedKeyGetsIAMError(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	if _, err := c.GetKeys(ctx(t), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetAPIKey(testAPIKey, true, false)
+	_, err := c.GetKeys(ctx(t), 0, 0)
+	wantKPError(t, err, 401, "")
+	e.srv.SetAPIKey(testAPIKey, false, false)
+	if _, err := c.GetKeys(ctx(t), 0, 0); err != nil {
+		t.Fatalf("access given back: %v", err)
+	}
+	e.srv.SetAPIKey(testAPIKey, false, true)
+	_, err = e.client().GetKeys(ctx(t), 0, 0)
+	var ierr iam.Error
+	if !errors.As(err, &ierr) || ierr.ErrorCode != "BXNIM0415E" {
+		t.Fatalf("removed API key: %v", err)
+	}
+}
+
+func TestRegistrationsListIsEmpty(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateRootKey(ctx(t), "root", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	regs, err := c.ListRegistrations(ctx(t), root.ID, "")
+	if err != nil || len(regs.Registrations) != 0 || regs.Metadata.CollectionType != typeRegistration {
+		t.Fatalf("registrations: %+v %v", regs, err)
+	}
+	if _, err := c.ListRegistrations(ctx(t), "", ""); err != nil {
+		t.Fatalf("all registrations: %v", err)
+	}
+	_, err = c.ListRegistrations(ctx(t), "6a0b1b1e-0000-4000-8000-000000000000", "")
+	wantKPError(t, err, 404, "KEY_NOT_FOUND_ERR")
+}
+
+func TestDeleteAnswersMinimalOrRepresentation(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateRootKey(ctx(t), "root", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.DeleteKey(ctx(t), root.ID, kp.ReturnMinimal)
+	if err != nil || k != nil {
+		t.Fatalf("minimal delete returned %+v %v", k, err)
+	}
+	status, _, _ := e.raw(http.MethodDelete, "/api/v2/keys/"+root.ID, nil)
+	if status != 410 {
+		t.Fatalf("second delete: %d", status)
+	}
+}
+
+func TestKeyRingHeader(t *testing.T) {
+	e := newEnv(t)
+	ringed := e.client(func(cc *kp.ClientConfig) { cc.KeyRing = "ring-a" })
+	k, err := ringed.CreateRootKey(ctx(t), "root", nil)
+	if err != nil || k.KeyRingID != "ring-a" {
+		t.Fatalf("create in ring: %+v %v", k, err)
+	}
+	if _, err := ringed.GetKeyMetadata(ctx(t), k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client().GetKeyMetadata(ctx(t), k.ID); err != nil {
+		t.Fatalf("without the header the key is looked up: %v", err)
+	}
+	_, err = e.client(func(cc *kp.ClientConfig) { cc.KeyRing = "ring-b" }).GetKeyMetadata(ctx(t), k.ID)
+	wantKPError(t, err, 404, "KEY_NOT_FOUND_ERR")
+}
+
+func reEnvelope(t *testing.T, env *envelope) []byte {
+	t.Helper()
+	b, err := jsonMarshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(base64.StdEncoding.EncodeToString(b))
+}

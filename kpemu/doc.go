@@ -1,0 +1,11 @@
+// Package kpemu emulates IBM Key Protect's v2 API and the IAM token endpoint
+// closely enough that the real keyprotect-go-client works against it unchanged.
+//
+// It keeps root and standard keys with their versions, states and aliases,
+// wraps and unwraps with AES-256-GCM under per-version key material, answers
+// errors in the service's JSON shape with the service's status and reason
+// codes, and can inject faults (latency, 5xx, 429, connection resets,
+// outages) through an admin API under /_kpemu/. It is used by cmd/kpemu,
+// byokd --dev and the tests; it shares no code with byokd's client side, so
+// it can catch that side's mistakes.
+package kpemu
