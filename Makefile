@@ -2,9 +2,10 @@
 GO       ?= go
 BIN      := bin
 FUZZTIME ?= 10s
-CMDS     := kpemu
+CMDS     := byokd byokctl kpemu
+BUF      := $(GO) tool -modfile=tools/buf/go.mod buf
 
-.PHONY: help build test unit lint fuzz bench run clean
+.PHONY: help build test unit lint generate check-generate fuzz bench run clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -18,11 +19,18 @@ test: lint unit fuzz ## what CI runs: lint, unit and integration tests, short fu
 unit: ## all tests, with the race detector
 	$(GO) test -race -count=1 ./...
 
-lint: ## gofmt, go vet and staticcheck must be clean
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+lint: check-generate ## gofmt, go vet, staticcheck and buf lint must be clean; generated code current
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+
+generate: ## regenerate the protobuf code (buf and the plugins are pinned Go tools)
+	$(BUF) lint
+	$(BUF) generate
+
+check-generate: generate ## fail when the committed generated code is stale
+	@git diff --exit-code -- proto/ || { echo "generated code is stale: run make generate and commit"; exit 1; }
 
 fuzz: ## run every Fuzz target for FUZZTIME (default 10s) each
 	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
@@ -35,11 +43,10 @@ fuzz: ## run every Fuzz target for FUZZTIME (default 10s) each
 
 bench: ## benchmarks, each reported against a baseline from the same run
 	$(GO) test -run '^$$' -bench . -cpu 1 -benchtime 3s ./kpemu
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./e2e
 
-run: build ## start the local Key Protect emulator for development (see README)
-	@mkdir -p .dev
-	$(BIN)/kpemu --addr 127.0.0.1:8787 --api-key dev-api-key \
-	  --instance-id 00000000-0000-4000-8000-000000000de0 --state .dev/kpemu-state.json
+run: build ## byokd --dev: an in-process Key Protect emulator, the memory sealer, everything in .dev/
+	$(BIN)/byokd --dev --dev-dir .dev
 
 clean: ## remove build output and the dev folder
 	rm -rf $(BIN) dist .dev

@@ -57,16 +57,19 @@ func decodeAction(action string, body []byte) (req actionRequest, plaintext []by
 		if req.Plaintext != "" {
 			p, err := base64.StdEncoding.DecodeString(req.Plaintext)
 			if err != nil {
-				return req, nil, errBadBody(w, "plaintext must be base64 encoded")
+				return req, nil, errFieldMust(w, "plaintext", "a base64 encoded key material: "+err.Error())
 			}
 			if len(p) == 0 || len(p) > maxPlaintext {
-				return req, nil, errBadBody(w, "plaintext must be 1 to 7168 bytes")
+				return req, nil, errFieldMust(w, "plaintext", "a key material of 1 to 7168 bytes")
 			}
 			plaintext = p
 		}
 	case "unwrap", "rewrap":
 		if req.Ciphertext == "" {
-			return req, nil, errBadBody(w, "ciphertext is required")
+			return req, nil, errFieldMust(w, "ciphertext", "the original base64 encoded ciphertext from the wrap operation")
+		}
+		if _, err := base64.StdEncoding.DecodeString(req.Ciphertext); err != nil {
+			return req, nil, errFieldMust(w, "ciphertext", "the original base64 encoded ciphertext from the wrap operation: "+err.Error())
 		}
 	case "rotate":
 		if req.EncryptedNonce != "" || req.IV != "" {
@@ -75,7 +78,7 @@ func decodeAction(action string, body []byte) (req actionRequest, plaintext []by
 		if req.Payload != "" {
 			p, err := base64.StdEncoding.DecodeString(req.Payload)
 			if err != nil || (len(p) != 16 && len(p) != 24 && len(p) != 32) {
-				return req, nil, errBadBody(w, "payload must be base64 of a 128, 192 or 256-bit key")
+				return req, nil, errFieldMust(w, "payload", "a base64 encoded 128, 192 or 256-bit key material")
 			}
 			plaintext = p
 		}
@@ -202,9 +205,13 @@ func (s *Server) stateAction(r *http.Request, now time.Time, action string, payl
 		case st != stateActive && st != stateDeactivated:
 			return fail(errInvalidState(w))
 		case k.Imported && payload == nil:
-			return fail(reasonErr(http.StatusBadRequest, w, "KEY_PAYLOAD_REQ_ERR", msgPayloadRequired))
+			e := reasonErr(http.StatusBadRequest, w, "KEY_PAYLOAD_REQ_ERR", msgPayloadRequired)
+			e.target = &errorTarget{Type: "field", Name: "payload"}
+			return fail(e)
 		case !k.Imported && payload != nil:
-			return fail(errBadBody(w, "a key that was not imported rotates without a payload"))
+			e := reasonErr(http.StatusBadRequest, w, "INVALID_QUERY_PARAM_ERR", "The query_param 'payload' must be: provided only if key is imported")
+			e.target = &errorTarget{Type: "query_param", Name: "payload"}
+			return fail(e)
 		case s.cfg.RotateCooldown > 0 && k.Rotated != nil && now.Sub(*k.Rotated) < s.cfg.RotateCooldown:
 			return fail(reasonErr(http.StatusConflict, w, "KEY_ROTATION_NOT_PERMITTED", msgRotateTooSoon))
 		}

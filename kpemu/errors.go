@@ -17,14 +17,22 @@ type apiError struct {
 	msg    string // the resources[0].errorMsg text
 	code   string // reason code; empty for answers the service sends without reasons
 	reason string // reason message
+	target *errorTarget
 	header [][2]string
 }
 
 type errorReason struct {
-	Code     string `json:"code"`
-	Message  string `json:"message"`
-	Status   int    `json:"status"`
-	MoreInfo string `json:"moreInfo"`
+	Code     string       `json:"code"`
+	Message  string       `json:"message"`
+	Status   int          `json:"status"`
+	MoreInfo string       `json:"moreInfo"`
+	Target   *errorTarget `json:"target,omitempty"`
+}
+
+// errorTarget names the field, query parameter or header an error is about.
+type errorTarget struct {
+	Type string `json:"type"`
+	Name string `json:"name"`
 }
 
 type errorResource struct {
@@ -56,7 +64,7 @@ func (e *apiError) Error() string { return e.msg }
 func (e *apiError) body() errorBody {
 	res := errorResource{ErrorMsg: e.msg}
 	if e.code != "" {
-		res.Reasons = []errorReason{{Code: e.code, Message: e.reason, Status: e.status, MoreInfo: moreInfo}}
+		res.Reasons = []errorReason{{Code: e.code, Message: e.reason, Status: e.status, MoreInfo: moreInfo, Target: e.target}}
 	}
 	return errorBody{
 		Metadata:  collectionMeta{CollectionType: typeError, CollectionTotal: 1},
@@ -109,7 +117,7 @@ func reasonErr(status int, what, code, reason string) *apiError {
 const (
 	msgBadBody         = "Invalid body data was passed: Please ensure the data passed had valid formatting with no invalid characters"
 	msgNoBody          = "Missing body in request"
-	msgKeyNotFound     = "Key does not exist"
+	msgKeyNotFound     = "key does not exist"
 	msgKeyDeleted      = "Key has already been deleted: Please delete references to this key"
 	msgInvalidState    = "Key is not in a valid state"
 	msgRootRequired    = "Requested action can only be completed with a root key"
@@ -178,6 +186,14 @@ func errQueryParam(what, detail string) *apiError {
 
 func errField(what, detail string) *apiError {
 	return reasonErr(http.StatusBadRequest, what, "INVALID_FIELD_ERR", "The field is invalid: "+detail)
+}
+
+// errFieldMust is the service's INVALID_FIELD_ERR for one named field:
+// "The field `plaintext` must be: a base64 encoded key material".
+func errFieldMust(what, field, must string) *apiError {
+	e := reasonErr(http.StatusBadRequest, what, "INVALID_FIELD_ERR", "The field `"+field+"` must be: "+must)
+	e.target = &errorTarget{Type: "field", Name: field}
+	return e
 }
 
 func errTooLarge() *apiError {

@@ -57,6 +57,8 @@ type keyJSON struct {
 	PurgeAllowed      *bool          `json:"purgeAllowed,omitempty"`
 	PurgeAllowedFrom  *time.Time     `json:"purgeAllowedFrom,omitempty"`
 	PurgeScheduledOn  *time.Time     `json:"purgeScheduledOn,omitempty"`
+	RestoreExpiration *time.Time     `json:"restoreExpirationDate,omitempty"`
+	RestoreAllowed    *bool          `json:"restoreAllowed,omitempty"`
 	Payload           string         `json:"payload,omitempty"`
 }
 
@@ -67,7 +69,7 @@ type versionJSON struct {
 
 type keysBody struct {
 	Metadata  collectionMeta `json:"metadata"`
-	Resources []keyJSON      `json:"resources"`
+	Resources []keyJSON      `json:"resources,omitempty"` // the service leaves it out of an empty list
 }
 
 func (s *Server) crn(id string) string {
@@ -111,6 +113,9 @@ func (s *Server) render(k *key, now time.Time, withPayload bool) keyJSON {
 		allowed := !now.Before(from)
 		j.DeletionDate, j.DeletedBy = &d, "ServiceId-kpemu"
 		j.PurgeAllowed, j.PurgeAllowedFrom, j.PurgeScheduledOn = &allowed, &from, &sched
+		restoreBy := d.Add(restoreWindow)
+		restorable := now.Before(restoreBy) && (k.Expiration == nil || now.Before(*k.Expiration))
+		j.RestoreExpiration, j.RestoreAllowed = &restoreBy, &restorable
 	}
 	if withPayload && k.Extractable && k.Deleted == nil {
 		j.Payload = base64.StdEncoding.EncodeToString(lv.Material)
@@ -209,7 +214,7 @@ func decodeCreateKey(body []byte, now time.Time) (*createKeyResource, []byte, *a
 	if res.Payload != "" {
 		p, err := base64.StdEncoding.DecodeString(res.Payload)
 		if err != nil {
-			return nil, nil, errBadBody(w, "payload must be base64 encoded")
+			return nil, nil, errFieldMust(w, "payload", "a base64 encoded key material: "+err.Error())
 		}
 		switch {
 		case !res.Extractable && len(p) != 16 && len(p) != 24 && len(p) != 32:
@@ -354,7 +359,7 @@ func (s *Server) listKeys(r *http.Request, now time.Time) result {
 	slices.SortFunc(match, func(a, b *key) int {
 		return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID))
 	})
-	out := keysBody{Metadata: collectionMeta{CollectionType: typeKey}, Resources: []keyJSON{}}
+	out := keysBody{Metadata: collectionMeta{CollectionType: typeKey}}
 	if total {
 		n := len(match)
 		out.Metadata.TotalCount = &n
@@ -367,6 +372,24 @@ func (s *Server) listKeys(r *http.Request, now time.Time) result {
 	return ok(http.StatusOK, out)
 }
 
+// headKeys answers the number of keys a list would hold, in the Key-Total
+// header, with the same filters.
+func (s *Server) headKeys(r *http.Request, now time.Time) result {
+	q := r.URL.Query()
+	q.Del("limit")
+	q.Del("offset")
+	q.Set("limit", strconv.Itoa(maxListSize))
+	q.Set("totalCount", "true")
+	r2 := r.Clone(r.Context())
+	r2.URL.RawQuery = q.Encode()
+	res := s.listKeys(r2, now)
+	if res.err != nil {
+		return res
+	}
+	n := *res.body.(keysBody).Metadata.TotalCount
+	return result{status: http.StatusOK, header: [][2]string{{"Key-Total", strconv.Itoa(n)}}}
+}
+
 func (s *Server) getKey(r *http.Request, now time.Time) result {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -374,9 +397,7 @@ func (s *Server) getKey(r *http.Request, now time.Time) result {
 	if e != nil {
 		return fail(e)
 	}
-	if k.Deleted != nil {
-		return fail(errDeleted(what("retrieve")))
-	}
+	// A deleted key still answers, with state 5 and without its material.
 	return ok(http.StatusOK, s.keysCollection(s.render(k, now, true)))
 }
 

@@ -14,6 +14,7 @@ type result struct {
 	status int
 	body   any
 	err    *apiError
+	header [][2]string
 }
 
 type apiHandler func(r *http.Request, now time.Time) result
@@ -40,6 +41,7 @@ func (s *Server) routes() http.Handler {
 	}
 	api("POST /api/v2/keys", "keys_create", s.createKey)
 	api("GET /api/v2/keys", "keys_list", s.listKeys)
+	api("HEAD /api/v2/keys", "keys_head", s.headKeys)
 	api("GET /api/v2/keys/registrations", "registrations", s.listRegistrations)
 	api("GET /api/v2/keys/{id}", "key_get", s.getKey)
 	api("GET /api/v2/keys/{id}/metadata", "key_metadata", s.getKeyMetadata)
@@ -101,7 +103,7 @@ func (s *Server) observe(name func(*http.Request) string, h http.Handler) http.H
 			CorrelationID: truncate(r.Header.Get("correlation-id"), 64),
 			Duration:      time.Since(start).Round(time.Microsecond).String(),
 		})
-		s.log.Info("request", "route", route, "method", r.Method, "status", status,
+		s.log.Debug("request", "route", route, "method", r.Method, "status", status,
 			"fault", string(fault), "correlation_id", truncate(r.Header.Get("correlation-id"), 64),
 			"duration", time.Since(start))
 	})
@@ -147,6 +149,9 @@ func (s *Server) api(h apiHandler) http.Handler {
 		if res.err != nil {
 			writeError(w, res.err)
 			return
+		}
+		for _, hd := range res.header {
+			w.Header().Set(hd[0], hd[1])
 		}
 		if res.body == nil {
 			w.WriteHeader(res.status)

@@ -31,6 +31,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "ctl" {
+		return ctl(args[1:], stdout)
+	}
 	fs := flag.NewFlagSet("kpemu", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var apiKeys multiFlag
@@ -64,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if (*certFile == "") != (*keyFile == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if *quiet {
 		logger = slog.New(slog.DiscardHandler)
 	}

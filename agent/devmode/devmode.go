@@ -1,0 +1,208 @@
+// Package devmode sets up `byokd --dev`: an in-process Key Protect emulator
+// with a root key, and a config that keeps everything in one dev folder.
+package devmode
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	kp "github.com/IBM/keyprotect-go-client"
+
+	"github.com/byokd/byokd/agent/config"
+	"github.com/byokd/byokd/kpemu"
+)
+
+// InstanceID is the emulated Key Protect instance of dev mode.
+const InstanceID = "00000000-0000-4000-8000-000000000de0"
+
+// Env is what .dev/kpemu.env holds, for scripts that drive the emulator.
+type Env struct {
+	URL, APIKey, InstanceID, RootKeyID string
+}
+
+// Dev is a running dev setup.
+type Dev struct {
+	Config *config.Config
+	KP     *kpemu.Instance
+	Env    Env
+	Dir    string
+}
+
+// Close stops the emulator.
+func (d *Dev) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return d.KP.Close(ctx)
+}
+
+// Setup creates (or reuses) dir and starts the emulator. Nothing is written
+// outside dir. The emulator's waiting periods (30 s between disable and
+// enable, 1 h between rotations) are off, so a newcomer can lock and unlock
+// the node at will.
+func Setup(dir string, log *slog.Logger) (*Dev, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("dev folder: %w", err)
+	}
+	if err := os.Chmod(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("dev folder: %w", err)
+	}
+	state := filepath.Join(abs, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return nil, fmt.Errorf("dev state folder: %w", err)
+	}
+	apiKeyPath := filepath.Join(abs, "apikey")
+	apiKey, err := readOrCreateAPIKey(apiKeyPath)
+	if err != nil {
+		return nil, err
+	}
+	in, err := kpemu.Listen(kpemu.Config{
+		InstanceID:     InstanceID,
+		APIKeys:        []string{apiKey},
+		StatePath:      filepath.Join(abs, "kpemu-state.json"),
+		ActionCooldown: -1,
+		RotateCooldown: -1,
+		Logger:         log.With("component", "kpemu"),
+	}, "127.0.0.1:0", "", "")
+	if err != nil {
+		return nil, err
+	}
+	d := &Dev{KP: in, Dir: abs}
+	envPath := filepath.Join(abs, "kpemu.env")
+	rootKey, err := rootKey(in, apiKey, envPath)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.Env = Env{URL: in.URL, APIKey: apiKey, InstanceID: InstanceID, RootKeyID: rootKey}
+	if err := writeEnv(envPath, d.Env); err != nil {
+		d.Close()
+		return nil, err
+	}
+	cfgPath := filepath.Join(abs, "byokd.toml")
+	toml := fmt.Sprintf(`# Written by byokd --dev; rewritten at every start.
+cluster_id = "dev"
+
+[keyprotect]
+url = %[1]q
+iam_url = %[1]q
+instance_id = %[2]q
+root_key_id = %[3]q
+api_key_file = %[4]q
+allow_insecure_http = true
+timeout = "5s"
+
+[state]
+dir = %[5]q
+provision = true
+
+[poll]
+interval = "2s"
+proof_interval = "1m"
+offline_grace = "1m"
+
+[sealer]
+backend = "memory"
+
+[socket]
+path = %[6]q
+mode = "0600"
+group = ""
+allowed_uids = [%[7]d]
+modes = ["release", "strict"]
+
+[ops]
+listen = "127.0.0.1:9464"
+
+[log]
+format = "text"
+`, in.URL, InstanceID, rootKey, apiKeyPath, state, filepath.Join(abs, "keyprovider.sock"), os.Getuid())
+	if err := os.WriteFile(cfgPath, []byte(toml), 0o600); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("dev config: %w", err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.Config = cfg
+	return d, nil
+}
+
+func readOrCreateAPIKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("dev API key: %w", err)
+	}
+	var r [16]byte
+	_, _ = rand.Read(r[:])
+	key := "dev-" + hex.EncodeToString(r[:])
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("dev API key: %w", err)
+	}
+	return key, nil
+}
+
+// rootKey reuses the root key named in the env file when the emulator still
+// has it (in any state: a newcomer may have left it disabled), else creates
+// one.
+func rootKey(in *kpemu.Instance, apiKey, envPath string) (string, error) {
+	c, err := kp.New(kp.ClientConfig{
+		BaseURL: in.URL, TokenURL: in.URL + "/identity/token", APIKey: apiKey, InstanceID: InstanceID, Timeout: 10,
+	}, kp.DefaultTransport())
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if old := readEnv(envPath)["KP_ROOT_KEY_ID"]; old != "" {
+		if k, err := c.GetKeyMetadata(ctx, old); err == nil && k.ID == old {
+			return old, nil
+		}
+	}
+	k, err := c.CreateRootKey(ctx, "byokd-dev-root", nil)
+	if err != nil {
+		return "", fmt.Errorf("create the dev root key: %w", err)
+	}
+	return k.ID, nil
+}
+
+func readEnv(path string) map[string]string {
+	out := map[string]string{}
+	f, err := os.Open(path)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export ")
+		if k, v, ok := strings.Cut(line, "="); ok {
+			out[k] = strings.Trim(v, `'"`)
+		}
+	}
+	return out
+}
+
+func writeEnv(path string, e Env) error {
+	s := fmt.Sprintf("# The emulator byokd --dev runs; source it: . %s\nexport KP_URL='%s'\nexport KP_API_KEY='%s'\nexport KP_INSTANCE_ID='%s'\nexport KP_ROOT_KEY_ID='%s'\n",
+		path, e.URL, e.APIKey, e.InstanceID, e.RootKeyID)
+	return os.WriteFile(path, []byte(s), 0o600)
+}

@@ -1,0 +1,96 @@
+package keyprotect
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// IAMError is an error answer of the IAM token endpoint. It names IAM's error
+// code, never the API key.
+type IAMError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *IAMError) Error() string {
+	return fmt.Sprintf("iam token: HTTP %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// tokenSource fetches and caches IAM access tokens for the API key, through
+// byokd's own HTTP client (so the CA file and timeouts apply to IAM too).
+type tokenSource struct {
+	url    string
+	apiKey string
+	hc     *http.Client
+
+	mu     sync.Mutex
+	tok    string
+	expiry time.Time
+}
+
+// token returns a cached token that is valid for at least another minute, or
+// fetches one; fresh forces a fetch.
+func (ts *tokenSource) token(ctx context.Context, fresh bool) (string, error) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if !fresh && ts.tok != "" && time.Until(ts.expiry) > time.Minute {
+		return ts.tok, nil
+	}
+	form := url.Values{
+		"grant_type": {"urn:ibm:params:oauth:grant-type:apikey"},
+		"apikey":     {ts.apiKey},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.url, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", fmt.Errorf("iam token: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := ts.hc.Do(req)
+	if err != nil {
+		// The URL error names the endpoint, never the form body.
+		return "", fmt.Errorf("iam token: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("iam token: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var ie struct {
+			ErrorCode    string `json:"errorCode"`
+			ErrorMessage string `json:"errorMessage"`
+		}
+		_ = json.Unmarshal(body, &ie)
+		if ie.ErrorCode == "" {
+			ie.ErrorCode = "unknown"
+		}
+		return "", &IAMError{Status: resp.StatusCode, Code: truncate(ie.ErrorCode, 32), Message: truncate(ie.ErrorMessage, 200)}
+	}
+	var t struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		ExpiresIn   int64  `json:"expires_in"`
+	}
+	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
+		return "", fmt.Errorf("iam token: malformed answer")
+	}
+	ts.tok = t.AccessToken
+	ts.expiry = time.Now().Add(time.Duration(t.ExpiresIn) * time.Second)
+	return ts.tok, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,137 @@
+package lock
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+func TestTransitionTable(t *testing.T) {
+	tests := []struct {
+		from State
+		ev   Event
+		to   State
+		wipe bool
+	}{
+		{Starting, EvUnlocked, Unlocked, false},
+		{Starting, EvTransient, Starting, false},
+		{Starting, EvAuthoritative, Locked, true},
+		{Starting, EvCheckOK, Starting, false},
+		{Unlocked, EvCheckOK, Unlocked, false},
+		{Unlocked, EvTransient, Degraded, false},
+		{Unlocked, EvAuthoritative, Locked, true},
+		{Unlocked, EvGraceExpired, Locked, true},
+		{Degraded, EvTransient, Degraded, false},
+		{Degraded, EvCheckOK, Unlocked, false},
+		{Degraded, EvUnlocked, Unlocked, false},
+		{Degraded, EvAuthoritative, Locked, true},
+		{Degraded, EvGraceExpired, Locked, true},
+		{Locked, EvCheckOK, Locked, false},
+		{Locked, EvTransient, Locked, false},
+		{Locked, EvAuthoritative, Locked, false},
+		{Locked, EvUnlocked, Unlocked, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.from.String()+"+"+tc.ev.String(), func(t *testing.T) {
+			var wiped atomic.Int32
+			m := New(Status{}, Hooks{Wipe: func(context.Context) error { wiped.Add(1); return nil }})
+			m.st.State = tc.from
+			got := m.Fire(context.Background(), tc.ev, "why")
+			if got.State != tc.to {
+				t.Fatalf("%v + %v = %v, want %v", tc.from, tc.ev, got.State, tc.to)
+			}
+			if (wiped.Load() > 0) != tc.wipe {
+				t.Fatalf("wipe ran %d times, want %v", wiped.Load(), tc.wipe)
+			}
+		})
+	}
+}
+
+func TestLockWipesBeforeSubscribersHear(t *testing.T) {
+	var wiped atomic.Bool
+	m := New(Status{RootKeyID: "rk"}, Hooks{Wipe: func(context.Context) error { wiped.Store(true); return nil }})
+	sub := m.Subscribe()
+	defer sub.Cancel()
+	if st := <-sub.C; st.State != Starting {
+		t.Fatalf("first status %v", st.State)
+	}
+	m.Fire(context.Background(), EvUnlocked, "")
+	if st := <-sub.C; st.State != Unlocked || st.Reason != "" || st.LastCheck.IsZero() {
+		t.Fatalf("after unlock: %+v", st)
+	}
+	m.Fire(context.Background(), EvAuthoritative, "root key disabled")
+	st := <-sub.C
+	if st.State != Locked || st.Reason != "root key disabled" || !wiped.Load() {
+		t.Fatalf("after lock: %+v wiped=%v", st, wiped.Load())
+	}
+	// A new reason while locked is a change; the same one is not.
+	m.Fire(context.Background(), EvAuthoritative, "root key deleted")
+	if st := <-sub.C; st.Reason != "root key deleted" {
+		t.Fatalf("reason not updated: %+v", st)
+	}
+	m.Fire(context.Background(), EvAuthoritative, "root key deleted")
+	select {
+	case st := <-sub.C:
+		t.Fatalf("unchanged status published: %+v", st)
+	default:
+	}
+}
+
+func TestTransitionHookSeesEveryChangeInOrder(t *testing.T) {
+	var mu sync.Mutex
+	var seen []State
+	m := New(Status{}, Hooks{Transition: func(from, to Status, ev Event) {
+		mu.Lock()
+		seen = append(seen, to.State)
+		mu.Unlock()
+	}})
+	ctx := context.Background()
+	for _, ev := range []Event{EvUnlocked, EvTransient, EvTransient, EvCheckOK, EvAuthoritative, EvUnlocked} {
+		m.Fire(ctx, ev, "r")
+	}
+	want := []State{Unlocked, Degraded, Unlocked, Locked, Unlocked}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != len(want) {
+		t.Fatalf("seen %v, want %v", seen, want)
+	}
+	for i := range want {
+		if seen[i] != want[i] {
+			t.Fatalf("seen %v, want %v", seen, want)
+		}
+	}
+}
+
+func TestSlowSubscriberIsDroppedNotBlocking(t *testing.T) {
+	m := New(Status{}, Hooks{})
+	slow := m.Subscribe()
+	ctx := context.Background()
+	for i := 0; i < subQueue+5; i++ {
+		m.Update(func(s *Status) { s.KeyVersion = string(rune('a'+i%26)) + string(rune('0'+i/26)) })
+	}
+	n := 0
+	for range slow.C {
+		n++
+	}
+	if n != subQueue {
+		t.Fatalf("slow subscriber got %d before its channel closed, want %d", n, subQueue)
+	}
+	if m.Subscribers() != 0 {
+		t.Fatal("dropped subscriber still counted")
+	}
+	slow.Cancel() // safe after the drop
+	m.Fire(ctx, EvUnlocked, "")
+}
+
+func TestUpdateKeepsStateAndReason(t *testing.T) {
+	m := New(Status{}, Hooks{})
+	m.Fire(context.Background(), EvAuthoritative, "root key disabled")
+	st := m.Update(func(s *Status) {
+		s.State = Unlocked // ignored: only events change the state
+		s.Warnings = []string{"root key expired"}
+	})
+	if st.State != Locked || st.Reason != "root key disabled" || len(st.Warnings) != 1 {
+		t.Fatalf("update: %+v", st)
+	}
+}

@@ -1,0 +1,299 @@
+// Command byokctl is the operator's CLI for byokd: status, watch, health,
+// wait, check-config and version.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/byokd/byokd/agent/config"
+	"github.com/byokd/byokd/agent/daemon"
+	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
+)
+
+const usage = `usage: byokctl [--socket PATH] COMMAND
+
+Commands:
+  status [--json]                  the node's lock state, root key, sealer, last check
+  watch [--json]                   print every state change until interrupted
+  health                           exit 0 only when keys are served (for probes)
+  wait --unlocked [--timeout D]    wait until keys are served; exit 1 on timeout
+  check-config FILE                validate a byokd config file without starting
+  version                          print the version
+
+The socket defaults to .dev/keyprovider.sock when run inside a checkout where
+byokd --dev runs, else /run/byokd/keyprovider.sock.`
+
+// exitError carries an exit code for main.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func main() {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	var ee *exitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintln(os.Stderr, "byokctl:", ee.msg)
+		}
+		os.Exit(ee.code)
+	default:
+		fmt.Fprintln(os.Stderr, "byokctl:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("byokctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, usage) }
+	socket := fs.String("socket", "", "byokd's key provider socket")
+	if err := fs.Parse(args); err != nil {
+		return &exitError{code: 2}
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, usage)
+		return &exitError{code: 2}
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, "byokctl", daemon.Version)
+		return nil
+	case "check-config":
+		return checkConfig(rest, stdout)
+	case "status", "watch", "health", "wait":
+	default:
+		fmt.Fprintln(stderr, usage)
+		return &exitError{code: 2, msg: "unknown command " + cmd}
+	}
+	path := *socket
+	if path == "" {
+		path = defaultSocket()
+	}
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", path, err)
+	}
+	defer conn.Close()
+	switch cmd {
+	case "status":
+		return status(conn, rest, stdout)
+	case "watch":
+		return watch(conn, rest, stdout)
+	case "health":
+		return health(conn, rest, stdout)
+	default:
+		return wait(conn, rest, stdout)
+	}
+}
+
+// defaultSocket finds .dev/keyprovider.sock in this directory or a parent,
+// for a checkout running byokd --dev.
+func defaultSocket() string {
+	if dir, err := os.Getwd(); err == nil {
+		for {
+			p := filepath.Join(dir, ".dev", "keyprovider.sock")
+			if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+				return p
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	return "/run/byokd/keyprovider.sock"
+}
+
+type statusJSON struct {
+	State      string     `json:"state"`
+	Reason     string     `json:"reason"`
+	RootKeyID  string     `json:"root_key_id"`
+	KeyVersion string     `json:"key_version"`
+	Sealer     string     `json:"sealer"`
+	LastCheck  *time.Time `json:"last_check"`
+	Warnings   []string   `json:"warnings"`
+	Modes      []string   `json:"modes"`
+	Generation uint32     `json:"generation"`
+}
+
+func toJSON(s *pb.StatusResponse) statusJSON {
+	j := statusJSON{
+		State:      strings.TrimPrefix(s.GetState().String(), "STATE_"),
+		Reason:     s.GetReason(),
+		RootKeyID:  s.GetRootKeyId(),
+		KeyVersion: s.GetKeyVersion(),
+		Sealer:     s.GetSealer(),
+		Warnings:   append([]string{}, s.GetWarnings()...),
+		Modes:      append([]string{}, s.GetModes()...),
+		Generation: s.GetGeneration(),
+	}
+	if s.GetLastCheck() != nil {
+		t := s.GetLastCheck().AsTime()
+		j.LastCheck = &t
+	}
+	return j
+}
+
+func printStatus(w io.Writer, s *pb.StatusResponse, asJSON bool) error {
+	j := toJSON(s)
+	if asJSON {
+		return json.NewEncoder(w).Encode(j)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	last := "never"
+	if j.LastCheck != nil {
+		last = fmt.Sprintf("%s (%s ago)", j.LastCheck.Local().Format(time.RFC3339), time.Since(*j.LastCheck).Round(time.Second))
+	}
+	reason := j.Reason
+	if reason == "" {
+		reason = "-"
+	}
+	fmt.Fprintf(tw, "state\t%s\n", j.State)
+	fmt.Fprintf(tw, "reason\t%s\n", reason)
+	fmt.Fprintf(tw, "root key\t%s\n", j.RootKeyID)
+	fmt.Fprintf(tw, "key version\t%s\n", j.KeyVersion)
+	fmt.Fprintf(tw, "sealer\t%s\n", j.Sealer)
+	fmt.Fprintf(tw, "modes\t%s\n", strings.Join(j.Modes, ", "))
+	fmt.Fprintf(tw, "last check\t%s\n", last)
+	for _, warn := range j.Warnings {
+		fmt.Fprintf(tw, "WARNING\t%s\n", warn)
+	}
+	return tw.Flush()
+}
+
+func status(conn *grpc.ClientConn, args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return &exitError{code: 2}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := pb.NewKeyProviderServiceClient(conn).Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	return printStatus(w, s, *asJSON)
+}
+
+func watch(conn *grpc.ClientConn, args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print one JSON object per change")
+	if err := fs.Parse(args); err != nil {
+		return &exitError{code: 2}
+	}
+	stream, err := pb.NewKeyProviderServiceClient(conn).Watch(context.Background(), &pb.WatchRequest{})
+	if err != nil {
+		return fmt.Errorf("watch: %w", err)
+	}
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("watch: %w", err)
+		}
+		if *asJSON {
+			if err := json.NewEncoder(w).Encode(toJSON(m.GetStatus())); err != nil {
+				return err
+			}
+			continue
+		}
+		j := toJSON(m.GetStatus())
+		fmt.Fprintf(w, "%s  %-9s %s\n", time.Now().Format(time.TimeOnly), j.State, j.Reason)
+	}
+}
+
+func health(conn *grpc.ClientConn, args []string, w io.Writer) error {
+	if len(args) > 0 {
+		return &exitError{code: 2, msg: "health takes no arguments"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return &exitError{code: 1, msg: "health: " + err.Error()}
+	}
+	fmt.Fprintln(w, r.GetStatus().String())
+	if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+func wait(conn *grpc.ClientConn, args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("wait", flag.ContinueOnError)
+	unlocked := fs.Bool("unlocked", false, "wait until keys are served (UNLOCKED, or DEGRADED within the offline grace)")
+	timeout := fs.Duration("timeout", 0, "give up after this long (0: wait forever)")
+	if err := fs.Parse(args); err != nil {
+		return &exitError{code: 2}
+	}
+	if !*unlocked {
+		return &exitError{code: 2, msg: "wait needs --unlocked"}
+	}
+	ctx := context.Background()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	client := pb.NewKeyProviderServiceClient(conn)
+	last := "byokd not reachable"
+	for {
+		// Reconnect until byokd answers: the database unit may start first.
+		stream, err := client.Watch(ctx, &pb.WatchRequest{}, grpc.WaitForReady(true))
+		if err == nil {
+			for {
+				m, err := stream.Recv()
+				if err != nil {
+					break
+				}
+				st := m.GetStatus().GetState()
+				if st == pb.State_STATE_UNLOCKED || st == pb.State_STATE_DEGRADED {
+					fmt.Fprintln(w, strings.TrimPrefix(st.String(), "STATE_"))
+					return nil
+				}
+				last = strings.TrimPrefix(st.String(), "STATE_") + ": " + m.GetStatus().GetReason()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return &exitError{code: 1, msg: "timed out waiting for keys; last state " + last}
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func checkConfig(args []string, w io.Writer) error {
+	if len(args) != 1 {
+		return &exitError{code: 2, msg: "usage: byokctl check-config FILE"}
+	}
+	cfg, err := config.Load(args[0])
+	if err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	fmt.Fprintf(w, "%s: ok\n", args[0])
+	for _, l := range cfg.Loosened() {
+		fmt.Fprintf(w, "warning: %s\n", l)
+	}
+	return nil
+}

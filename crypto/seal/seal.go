@@ -1,0 +1,36 @@
+// Package seal holds the node's DEK behind a Sealer so data keys can be derived without handing the DEK out.
+package seal
+
+import (
+	"context"
+	"errors"
+)
+
+// Sealer holds the node's DEK so that data keys can be derived without the clear DEK being handed out.
+// Implementations are safe for concurrent use.
+type Sealer interface {
+	// Name is the backend's name in config and logs ("memory", "tpm", "cpacf").
+	Name() string
+	// Seal takes ownership of dek (32 bytes): it copies it into protected storage and wipes the caller's slice.
+	// The slice is wiped even when Seal fails. Sealing again replaces the key.
+	Seal(ctx context.Context, dek []byte) error
+	// Derive computes HKDF-Expand-SHA256(DEK, info) (32 bytes) into out. ErrWiped when no DEK is sealed.
+	Derive(ctx context.Context, info []byte, out []byte) error
+	// Wipe destroys the sealed DEK; Derive fails with ErrWiped until the next Seal.
+	Wipe(ctx context.Context) error
+	// Close wipes the DEK and releases the backend. Afterwards Seal and
+	// Derive fail with ErrClosed; Wipe and Close return nil, since nothing
+	// is left to wipe.
+	Close() error
+}
+
+var (
+	// ErrWiped is returned by Derive when no DEK is sealed: before the first
+	// Seal, or after Wipe (the node is locked).
+	ErrWiped = errors.New("no key sealed")
+	// ErrClosed is returned by calls on a Sealer after Close.
+	ErrClosed = errors.New("sealer closed")
+)
+
+// DEKSize is the size of the DEK a Sealer accepts and of a derived key.
+const DEKSize = 32

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package secmem
+
+// MappingFlags returns ErrNotSupported outside Linux.
+func MappingFlags(uintptr) ([]string, int, error) { return nil, 0, ErrNotSupported }

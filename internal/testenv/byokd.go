@@ -1,0 +1,307 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Binaries builds byokd, byokctl and kpemu once per test process and returns
+// the folder holding them.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("go env GOMOD: %w", err)
+			return
+		}
+		root := filepath.Dir(strings.TrimSpace(string(out)))
+		binDir, buildErr = os.MkdirTemp("", "byokd-bin-")
+		if buildErr != nil {
+			return
+		}
+		// Tests run byokctl as other users.
+		if buildErr = os.Chmod(binDir, 0o755); buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/byokd", "./cmd/byokctl", "./cmd/kpemu")
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, b)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// Byokd is a byokd process.
+type Byokd struct {
+	t      testing.TB
+	Dir    string // holds config.toml, apikey, state/, keyprovider.sock
+	Socket string
+	Config string
+	Ops    string // ops listener address
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+// Options change the generated config.
+type Options struct {
+	RootKeyID    string
+	Provision    bool
+	Interval     string // poll interval, default "1s"
+	Proof        string // proof interval, default "1m"
+	OfflineGrace string // default "1h"
+	Extra        string // appended TOML (tables)
+	SocketExtra  string // lines added to [socket]
+	APIKey       string // default APIKey
+	Dir          string // reuse a folder (restart); default a new one
+}
+
+// StartByokd writes a config for kp and starts byokd on it. The folder is
+// short (unix socket paths are limited to 108 bytes) and world-traversable,
+// so tests can connect as other users.
+func StartByokd(t testing.TB, k *KP, o Options) *Byokd {
+	t.Helper()
+	bins := Binaries(t)
+	dir := o.Dir
+	if dir == "" {
+		var err error
+		dir, err = os.MkdirTemp("", "bk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if err := os.Chmod(dir, 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(filepath.Join(dir, "state"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apiKey := o.APIKey
+	if apiKey == "" {
+		apiKey = APIKey
+	}
+	if err := os.WriteFile(filepath.Join(dir, "apikey"), []byte(apiKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	def := func(v, d string) string {
+		if v == "" {
+			return d
+		}
+		return v
+	}
+	b := &Byokd{t: t, Dir: dir, Socket: filepath.Join(dir, "kp.sock"), Config: filepath.Join(dir, "config.toml"), logs: &syncBuffer{}, done: make(chan struct{})}
+	cfg := fmt.Sprintf(`cluster_id = "test-cluster"
+
+[keyprotect]
+url = %[1]q
+iam_url = %[1]q
+instance_id = %[2]q
+root_key_id = %[3]q
+api_key_file = %[4]q
+allow_insecure_http = true
+timeout = "3s"
+
+[state]
+dir = %[5]q
+provision = %[6]v
+
+[poll]
+interval = %[7]q
+proof_interval = %[8]q
+offline_grace = %[9]q
+jitter = 0.0
+
+[sealer]
+backend = "memory"
+
+[socket]
+path = %[10]q
+mode = "0600"
+group = ""
+allowed_uids = [%[11]d]
+modes = ["release", "strict"]
+%[12]s
+
+[ops]
+listen = "127.0.0.1:0"
+
+[log]
+level = "debug"
+format = "json"
+%[13]s
+`, k.URL, InstanceID, o.RootKeyID, filepath.Join(dir, "apikey"), filepath.Join(dir, "state"), o.Provision,
+		def(o.Interval, "1s"), def(o.Proof, "1m"), def(o.OfflineGrace, "1h"), b.Socket, os.Getuid(), o.SocketExtra, o.Extra)
+	if err := os.WriteFile(b.Config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.cmd = exec.Command(filepath.Join(bins, "byokd"), "--config", b.Config)
+	b.cmd.Stdout = b.logs
+	b.cmd.Stderr = b.logs
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { b.err = b.cmd.Wait(); close(b.done) }()
+	t.Cleanup(func() {
+		b.Stop()
+		if t.Failed() {
+			t.Logf("byokd logs:\n%s", b.Logs())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(b.Socket); err == nil {
+			break
+		}
+		select {
+		case <-b.done:
+			t.Fatalf("byokd exited at start: %v\n%s", b.err, b.Logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("byokd did not create its socket\n%s", b.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return b
+}
+
+// Logs returns everything byokd wrote.
+func (b *Byokd) Logs() string { return b.logs.String() }
+
+// Stop sends SIGTERM and waits for the exit (killing after 10 s).
+func (b *Byokd) Stop() error {
+	select {
+	case <-b.done:
+		return b.err
+	default:
+	}
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		_ = b.cmd.Process.Kill()
+		<-b.done
+		return errors.New("byokd did not stop on SIGTERM")
+	}
+	return b.err
+}
+
+// Kill stops byokd with SIGKILL.
+func (b *Byokd) Kill() {
+	_ = b.cmd.Process.Kill()
+	<-b.done
+}
+
+// Exited reports whether byokd exited, and how.
+func (b *Byokd) Exited() (bool, error) {
+	select {
+	case <-b.done:
+		return true, b.err
+	default:
+		return false, nil
+	}
+}
+
+// Conn is a gRPC connection to byokd's socket, as this test process.
+func (b *Byokd) Conn() *grpc.ClientConn {
+	b.t.Helper()
+	c, err := grpc.NewClient("unix://"+b.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Client is the key provider client on Conn.
+func (b *Byokd) Client() pb.KeyProviderServiceClient {
+	return pb.NewKeyProviderServiceClient(b.Conn())
+}
+
+// WaitState waits until Status reports want, failing the test after d.
+func (b *Byokd) WaitState(t testing.TB, c pb.KeyProviderServiceClient, want pb.State, d time.Duration) *pb.StatusResponse {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last *pb.StatusResponse
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s, err := c.Status(ctx, &pb.StatusRequest{})
+		cancel()
+		if err == nil {
+			last = s
+			if s.GetState() == want {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state %v not reached within %v; last %v (err %v)\n%s", want, d, last, err, b.Logs())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// Ctl runs byokctl against this byokd; cred, when set, runs it as that
+// uid/gid. It returns stdout, stderr and the exit code.
+func (b *Byokd) Ctl(t testing.TB, cred *syscall.Credential, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(Binaries(t), "byokctl"), append([]string{"--socket", b.Socket}, args...)...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("byokctl: %v", err)
+	}
+	return out.String(), errb.String(), code
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
