@@ -33,13 +33,7 @@ check-generate: generate ## fail when the committed generated code is stale
 	@git diff --exit-code -- proto/ || { echo "generated code is stale: run make generate and commit"; exit 1; }
 
 fuzz: ## run every Fuzz target for FUZZTIME (default 10s) each
-	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
-	  pkg=./$$(dirname $$f); \
-	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
-	    echo "fuzz $$pkg $$t $(FUZZTIME)"; \
-	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; \
-	done
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz
 
 bench: ## benchmarks, each reported against a baseline from the same run
 	$(GO) test -run '^$$' -bench . -cpu 1 -benchtime 3s ./kpemu

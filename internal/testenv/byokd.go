@@ -193,6 +193,9 @@ format = "json"
 	return b
 }
 
+// PID is byokd's process id.
+func (b *Byokd) PID() int { return b.cmd.Process.Pid }
+
 // Logs returns everything byokd wrote.
 func (b *Byokd) Logs() string { return b.logs.String() }
 
