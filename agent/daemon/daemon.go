@@ -120,6 +120,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	if err != nil {
 		return err
 	}
+	defer store.Close()
 	sealer, err := newSealer(cfg.Sealer, log)
 	if err != nil {
 		return err

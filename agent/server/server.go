@@ -180,8 +180,17 @@ func (s *Server) unaryGuard(ctx context.Context, req any, info *grpc.UnaryServer
 	if err := s.guard(ctx, m); err != nil {
 		return nil, err
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		// A caller without a deadline still gets an answer in bounded time.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+	}
 	return h(ctx, req)
 }
+
+// callTimeout bounds a unary call whose caller set no deadline.
+const callTimeout = 30 * time.Second
 
 func (s *Server) streamGuard(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
 	m := shortMethod(info.FullMethod)

@@ -1,292 +1,240 @@
-// Package wdek keeps the node's wrapped data encryption key in one JSON file,
-// written atomically and never lost, overwritten or followed through a link.
+// Package wdek keeps the node's wrapped data encryption key in one JSON
+// file in the state folder, written atomically and never overwritten by
+// accident or through a link.
 package wdek
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// Schema is the file format version this package writes and reads.
-const Schema = 1
-
-// FileName is the wrapped key file in the state folder.
+// FileName is the default name of the wrapped key file in the state folder.
 const FileName = "dek.json"
+
+// PrevSuffix is appended to the file name for the copy of the previous
+// version that Replace keeps.
+const PrevSuffix = ".prev"
+
+// lockName is the file writers flock, in the state folder.
+const lockName = ".dek.lock"
+
+// DefaultLockTimeout is how long a write waits for another writer to
+// finish before it gives up with ErrBusy.
+const DefaultLockTimeout = 10 * time.Second
 
 // Errors callers branch on.
 var (
-	// ErrNotExist: no wrapped key file yet.
+	// ErrNotExist: there is no wrapped key file yet. It wraps
+	// fs.ErrNotExist.
 	ErrNotExist = fmt.Errorf("no wrapped key file: %w", fs.ErrNotExist)
-	// ErrUnsafe: the path is a symlink, not a regular file, or readable
-	// by others; it is neither read nor replaced.
-	ErrUnsafe = errors.New("unsafe wrapped key file")
-	// ErrCorrupt: the file cannot be parsed or lacks fields. byokd never
-	// repairs or replaces it.
+	// ErrUnsafe: the state folder or a file in it is a symlink, not the
+	// kind of file expected, owned by another user or open to group or
+	// others. It is neither read through nor written.
+	ErrUnsafe = errors.New("unsafe path")
+	// ErrCorrupt: the file is not a valid record. byokd never repairs or
+	// replaces it.
 	ErrCorrupt = errors.New("corrupt wrapped key file")
-	// ErrExists: Create found a file already there.
+	// ErrExists: Create found a file already in place, and left it alone.
 	ErrExists = errors.New("wrapped key file already exists")
+	// ErrForeign: the record belongs to another root key, instance or
+	// cluster. byokd stays locked rather than provision over it.
+	ErrForeign = errors.New("wrapped key file belongs to another root key, instance or cluster")
+	// ErrBusy: another writer held the lock for longer than the lock
+	// timeout.
+	ErrBusy = errors.New("another writer holds the wrapped key lock")
 )
 
-// Record is the file's content. The ciphertext is Key Protect's wrapped
-// DEK: not secret, but logs name it by Fingerprint only.
-type Record struct {
-	Schema     int       `json:"schema"`
-	RootKeyID  string    `json:"root_key_id"`
-	InstanceID string    `json:"instance_id"`
-	ClusterID  string    `json:"cluster_id"`
-	Ciphertext string    `json:"ciphertext"`
-	KeyVersion string    `json:"key_version"`
-	AAD        []string  `json:"aad"`
-	Created    time.Time `json:"created"`
-	Updated    time.Time `json:"updated"`
+// Store is the wrapped key file in a state folder. Its methods are safe for
+// concurrent use, and writes are serialised with other processes through
+// an flock on the folder's .dek.lock.
+type Store struct {
+	dir         string
+	name        string
+	lockTimeout time.Duration
+	fs          fsys
+
+	// d is the state folder, opened and checked by Open. Every file
+	// operation is relative to it, so a folder swapped in after the check
+	// is never used.
+	d  *os.File
+	mu sync.Mutex // one writer per Store; the flock covers other Stores
 }
 
-// Validate checks that every field is there.
-func (r *Record) Validate() error {
-	switch {
-	case r.Schema != Schema:
-		return fmt.Errorf("unknown schema %d (want %d)", r.Schema, Schema)
-	case r.RootKeyID == "", r.InstanceID == "", r.ClusterID == "":
-		return errors.New("root_key_id, instance_id and cluster_id are required")
-	case r.Ciphertext == "":
-		return errors.New("ciphertext is required")
-	case len(r.AAD) == 0:
-		return errors.New("aad is required")
-	case r.Created.IsZero():
-		return errors.New("created is required")
+// Option changes how Open sets up a Store.
+type Option func(*Store)
+
+// WithFileName sets the wrapped key file's name in the state folder,
+// FileName by default. It must be a plain name, without a separator.
+func WithFileName(name string) Option {
+	return func(s *Store) { s.name = name }
+}
+
+// WithLockTimeout sets how long a write waits for another writer,
+// DefaultLockTimeout by default.
+func WithLockTimeout(d time.Duration) Option {
+	return func(s *Store) { s.lockTimeout = d }
+}
+
+// Open checks the state folder and keeps it open: it must exist and be a
+// directory, not a symlink, owned by this process's user or by root, and
+// not writable by group or others. Close releases it.
+func Open(dir string, opts ...Option) (*Store, error) {
+	s := &Store{dir: filepath.Clean(dir), name: FileName, lockTimeout: DefaultLockTimeout, fs: osFS}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.name == "" || s.name == "." || s.name == ".." || strings.ContainsRune(s.name, '/') {
+		return nil, fmt.Errorf("open state folder %s: invalid file name %q", s.dir, s.name)
+	}
+	fi, err := os.Lstat(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("open state folder: %w", err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return nil, fmt.Errorf("open state folder %s: %w: a symlink, not followed", s.dir, ErrUnsafe)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("open state folder %s: %w: not a directory", s.dir, ErrUnsafe)
+	}
+	// O_NOFOLLOW and the fstat below make the checks apply to the folder
+	// actually opened, even if the path changed since the Lstat.
+	fd, err := unix.Open(s.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open state folder %s: %w", s.dir, err)
+	}
+	d := os.NewFile(uintptr(fd), s.dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open state folder %s: %w", s.dir, err)
+	}
+	if err := checkDir(&st); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open state folder %s: %w", s.dir, err)
+	}
+	s.d = d
+	return s, nil
+}
+
+// checkDir applies Open's rules to the opened folder.
+func checkDir(st *unix.Stat_t) error {
+	if uint32(st.Mode)&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%w: not a directory", ErrUnsafe)
+	}
+	if perm := uint32(st.Mode) & 0o777; perm&0o022 != 0 {
+		return fmt.Errorf("%w: mode %04o lets group or others write it", ErrUnsafe, perm)
+	}
+	return checkOwner(st)
+}
+
+// checkOwner refuses what neither this process's user nor root owns:
+// whoever owns it could change the wrapped key under byokd.
+func checkOwner(st *unix.Stat_t) error {
+	if uid := uint32(os.Geteuid()); st.Uid != uid && st.Uid != 0 {
+		return fmt.Errorf("%w: owned by uid %d, not by root or by uid %d that byokd runs as", ErrUnsafe, st.Uid, uid)
 	}
 	return nil
 }
 
-// Fingerprint names the ciphertext in logs: 12 hex digits of its SHA-256.
-func (r *Record) Fingerprint() string {
-	sum := sha256.Sum256([]byte(r.Ciphertext))
-	return hex.EncodeToString(sum[:6])
-}
-
-// fsys are the filesystem steps of an atomic write, replaceable in tests to
-// make each one fail.
-type fsys struct {
-	write    func(f *os.File, b []byte) (int, error)
-	sync     func(f *os.File) error
-	rename   func(from, to string) error
-	syncDir  func(dir string) error
-	linkOnce func(from, to string) error // create-only rename
-}
-
-var realFS = fsys{
-	write:  func(f *os.File, b []byte) (int, error) { return f.Write(b) },
-	sync:   func(f *os.File) error { return f.Sync() },
-	rename: os.Rename,
-	syncDir: func(dir string) error {
-		d, err := os.Open(dir)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		return d.Sync()
-	},
-	// link(2) fails with EEXIST when the target exists: the new file
-	// appears whole under its final name, or not at all.
-	linkOnce: os.Link,
-}
-
-// Store is the wrapped key file in a state folder.
-type Store struct {
-	dir  string
-	path string
-	fs   fsys
-	mu   sync.Mutex
-}
-
-// Open checks the state folder: a real directory (not a symlink), owned by
-// this process's user or root, that group and others cannot write.
-func Open(dir string) (*Store, error) {
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("state folder: %w", err)
-	}
-	switch {
-	case fi.Mode()&fs.ModeSymlink != 0:
-		return nil, fmt.Errorf("%w: state folder %s is a symlink", ErrUnsafe, dir)
-	case !fi.IsDir():
-		return nil, fmt.Errorf("%w: state folder %s is not a directory", ErrUnsafe, dir)
-	case fi.Mode().Perm()&0o022 != 0:
-		return nil, fmt.Errorf("%w: state folder %s has mode %04o; group and others must not write it", ErrUnsafe, dir, fi.Mode().Perm())
-	}
-	if st, ok := fi.Sys().(*unix.Stat_t); ok && st.Uid != uint32(os.Getuid()) && st.Uid != 0 {
-		return nil, fmt.Errorf("%w: state folder %s is owned by uid %d", ErrUnsafe, dir, st.Uid)
-	}
-	// Temp files a crash left behind hold nothing the real files lack.
-	if stale, _ := filepath.Glob(filepath.Join(dir, "."+FileName+"*.tmp-*")); len(stale) > 0 {
-		for _, f := range stale {
-			_ = os.Remove(f)
-		}
-	}
-	return &Store{dir: dir, path: filepath.Join(dir, FileName), fs: realFS}, nil
+// Close releases the state folder. The Store is unusable afterwards.
+func (s *Store) Close() error {
+	return s.d.Close()
 }
 
 // Path is the wrapped key file.
-func (s *Store) Path() string { return s.path }
+func (s *Store) Path() string { return filepath.Join(s.dir, s.name) }
 
-// Load reads the wrapped key file. It never follows a symlink.
+// Load reads and validates the wrapped key file. It fails with ErrNotExist
+// when there is none, ErrUnsafe when the path is a symlink (never
+// followed), not a regular file, owned by another user or open to group or
+// others, and ErrCorrupt when the content is not a valid schema 1 record.
 func (s *Store) Load() (*Record, error) {
-	return load(s.path)
+	rec, _, err := s.load(s.name)
+	return rec, err
 }
 
-func load(path string) (*Record, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		return nil, ErrNotExist
-	case errors.Is(err, unix.ELOOP):
-		return nil, fmt.Errorf("%w: %s is a symlink; refusing to follow it", ErrUnsafe, path)
-	case err != nil:
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	fi, err := f.Stat()
+// load reads name in the state folder and returns the record and the
+// file's bytes.
+func (s *Store) load(name string) (*Record, []byte, error) {
+	path := filepath.Join(s.dir, name)
+	b, err := s.readFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
+		return nil, nil, fmt.Errorf("load %s: %w", path, err)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file (%v)", ErrUnsafe, path, fi.Mode().Type())
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %04o; it must be 0600", ErrUnsafe, path, perm)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	rec, err := parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, nil, fmt.Errorf("load %s: %w: %v", path, ErrCorrupt, err)
 	}
-	return parse(path, b)
+	return rec, b, nil
 }
 
-func parse(path string, b []byte) (*Record, error) {
-	var r Record
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+// Check fails with ErrForeign, naming both identities, when rec belongs to
+// another root key, instance or cluster than want.
+func (s *Store) Check(rec *Record, want Identity) error {
+	if got := rec.Identity(); got != want {
+		return fmt.Errorf("%w: %s holds %s; this node is configured for %s", ErrForeign, s.Path(), got, want)
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: %s: data after the JSON object", ErrCorrupt, path)
-	}
-	if err := r.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
-	}
-	return &r, nil
+	return nil
 }
 
-// Create writes rec only if no wrapped key file exists; it never
-// overwrites one.
+// Create writes rec only if there is no wrapped key file yet; it fails with
+// ErrExists, and changes nothing, when any file (or symlink) is in place.
 func (s *Store) Create(rec *Record) error {
-	return s.write(rec, false)
-}
-
-// Replace writes rec over the existing file (after a root key rotation),
-// keeping the previous content as dek.json.prev.
-func (s *Store) Replace(rec *Record) error {
-	return s.write(rec, true)
-}
-
-func (s *Store) write(rec *Record, replace bool) error {
-	if err := rec.Validate(); err != nil {
-		return fmt.Errorf("write wrapped key: %w", err)
-	}
-	b, err := json.MarshalIndent(rec, "", "  ")
+	path := s.Path()
+	b, err := encode(rec)
 	if err != nil {
-		return fmt.Errorf("write wrapped key: %w", err)
-	}
-	b = append(b, '\n')
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	unlock, err := s.flock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if !replace {
-		return s.atomic(s.path, b, false)
-	}
-	old, err := s.Load()
-	if err != nil {
-		return fmt.Errorf("replace wrapped key: %w", err)
-	}
-	prev, _ := json.MarshalIndent(old, "", "  ")
-	if err := s.atomic(s.path+".prev", append(prev, '\n'), true); err != nil {
-		return fmt.Errorf("keep previous wrapped key: %w", err)
-	}
-	return s.atomic(s.path, b, true)
-}
-
-// flock takes an exclusive lock on .dek.lock, so two byokd processes never
-// write at once.
-func (s *Store) flock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, ".dek.lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock state folder: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock state folder: %w", err)
-	}
-	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
-}
-
-// atomic writes b to path so that a crash anywhere leaves the old file or
-// the new one: temp file (O_EXCL, 0600), write, fsync, rename (or link for
-// create-only), fsync the folder. On any failure the temp file is removed.
-func (s *Store) atomic(path string, b []byte, replace bool) error {
-	f, err := os.CreateTemp(s.dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a rename or link, this removes nothing or the extra name
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := s.fs.write(f, b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := s.fs.sync(f); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if replace {
-		if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
-			return fmt.Errorf("%w: %s is not a regular file; not replacing it", ErrUnsafe, path)
-		}
-		if err := s.fs.rename(tmp, path); err != nil {
-			return fmt.Errorf("rename into %s: %w", path, err)
-		}
-	} else if err := s.fs.linkOnce(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: %s", ErrExists, path)
-		}
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	if err := s.fs.syncDir(s.dir); err != nil {
-		return fmt.Errorf("fsync folder %s: %w", s.dir, err)
+	unlock, err := s.lock()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	defer unlock()
+	if err := s.writeAtomic(s.name, b, false); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return nil
+}
+
+// Replace writes rec over the wrapped key file, after a root key rotation
+// re-wrapped the same DEK. The file in place must load and belong to the
+// same identity as rec (ErrForeign otherwise); its bytes are first kept,
+// atomically, as the file name plus PrevSuffix.
+//
+// If Replace fails, the file in place is unchanged, except when only the
+// final folder fsync failed: then the new file is in place and the old one
+// is byte for byte in the .prev file.
+func (s *Store) Replace(rec *Record) error {
+	path := s.Path()
+	b, err := encode(rec)
+	if err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	defer unlock()
+	old, prev, err := s.load(s.name)
+	if err != nil {
+		return fmt.Errorf("replace: %w", err)
+	}
+	if got, want := old.Identity(), rec.Identity(); got != want {
+		return fmt.Errorf("replace %s: %w: the file holds %s, the new record %s", path, ErrForeign, got, want)
+	}
+	if err := s.writeAtomic(s.name+PrevSuffix, prev, true); err != nil {
+		return fmt.Errorf("replace %s: keep the previous version: %w", path, err)
+	}
+	if err := s.writeAtomic(s.name, b, true); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	return nil
 }

@@ -72,15 +72,16 @@ type Byokd struct {
 
 // Options change the generated config.
 type Options struct {
-	RootKeyID    string
-	Provision    bool
-	Interval     string // poll interval, default "1s"
-	Proof        string // proof interval, default "1m"
-	OfflineGrace string // default "1h"
-	Extra        string // appended TOML (tables)
-	SocketExtra  string // lines added to [socket]
-	APIKey       string // default APIKey
-	Dir          string // reuse a folder (restart); default a new one
+	RootKeyID     string
+	Provision     bool
+	Interval      string // poll interval, default "1s"
+	Proof         string // proof interval, default "1m"
+	OfflineGrace  string // default "1h"
+	LockOnExpired bool
+	Extra         string // appended TOML (tables)
+	SocketExtra   string // lines added to [socket]
+	APIKey        string // default APIKey
+	Dir           string // reuse a folder (restart); default a new one
 }
 
 // StartByokd writes a config for kp and starts byokd on it. The folder is
@@ -138,6 +139,7 @@ interval = %[7]q
 proof_interval = %[8]q
 offline_grace = %[9]q
 jitter = 0.0
+lock_on_expired = %[14]v
 
 [sealer]
 backend = "memory"
@@ -158,7 +160,7 @@ level = "debug"
 format = "json"
 %[13]s
 `, k.URL, InstanceID, o.RootKeyID, filepath.Join(dir, "apikey"), filepath.Join(dir, "state"), o.Provision,
-		def(o.Interval, "1s"), def(o.Proof, "1m"), def(o.OfflineGrace, "1h"), b.Socket, os.Getuid(), o.SocketExtra, o.Extra)
+		def(o.Interval, "1s"), def(o.Proof, "1m"), def(o.OfflineGrace, "1h"), b.Socket, os.Getuid(), o.SocketExtra, o.Extra, o.LockOnExpired)
 	if err := os.WriteFile(b.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
