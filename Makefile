@@ -2,10 +2,11 @@
 GO       ?= go
 BIN      := bin
 FUZZTIME ?= 10s
+ROWS     ?= 1000000
 CMDS     := byokd byokctl kpemu
 BUF      := $(GO) tool -modfile=tools/buf/go.mod buf
 
-.PHONY: help build test unit lint generate check-generate fuzz bench run clean
+.PHONY: help build plugin test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -13,6 +14,10 @@ help: ## list the targets
 build: ## build every command into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+plugin: ## the WiredTiger encryptor: bin/libbyokd-wiredtiger.so
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -buildmode=c-shared -o $(BIN)/libbyokd-wiredtiger.so ./plugin/wiredtiger
 
 test: lint unit fuzz ## what CI runs: lint, unit and integration tests, short fuzzing
 
@@ -38,6 +43,9 @@ fuzz: ## run every Fuzz target for FUZZTIME (default 10s) each
 bench: ## benchmarks, each reported against a baseline from the same run
 	$(GO) test -run '^$$' -bench . -cpu 1 -benchtime 3s ./kpemu
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./e2e
+
+bench-wiredtiger: plugin ## 1,000,000 rows of 100 bytes: none, release, strict; writes docs/BENCHMARKS.md's table
+	ROWS=$(ROWS) scripts/bench-wiredtiger
 
 run: build ## byokd --dev: an in-process Key Protect emulator, the memory sealer, everything in .dev/
 	$(BIN)/byokd --dev --dev-dir .dev

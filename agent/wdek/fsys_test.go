@@ -330,7 +330,14 @@ func TestWriteGivesUpWithErrBusyWhileAnotherWriterHoldsTheLock(t *testing.T) {
 	s := newStore(t, WithLockTimeout(100*time.Millisecond))
 	holdLock(t, s.dir)
 	start := time.Now()
-	err := s.Create(goldenRecord())
+	done := make(chan error, 1)
+	go func() { done <- s.Create(goldenRecord()) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Create waited far past its lock timeout")
+	}
 	if !errors.Is(err, ErrBusy) {
 		t.Fatalf("Create() = %v, want ErrBusy", err)
 	}

@@ -310,3 +310,44 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.buf.String()
 }
+
+var (
+	pluginOnce sync.Once
+	pluginDir  string
+	pluginErr  error
+)
+
+// Plugin builds the WiredTiger plugin (libbyokd-wiredtiger.so) and the C test
+// harness once per test process, and returns the folder holding both.
+func Plugin(t testing.TB) string {
+	t.Helper()
+	pluginOnce.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			pluginErr = err
+			return
+		}
+		root := filepath.Dir(strings.TrimSpace(string(out)))
+		if pluginDir, pluginErr = os.MkdirTemp("", "byokd-wt-"); pluginErr != nil {
+			return
+		}
+		if pluginErr = os.Chmod(pluginDir, 0o755); pluginErr != nil {
+			return
+		}
+		build := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(pluginDir, "libbyokd-wiredtiger.so"), "./plugin/wiredtiger")
+		build.Dir = root
+		if b, err := build.CombinedOutput(); err != nil {
+			pluginErr = fmt.Errorf("build the plugin: %v\n%s", err, b)
+			return
+		}
+		cc := exec.Command("cc", "-O2", "-Wall", "-o", filepath.Join(pluginDir, "harness"), "plugin/wiredtiger/testdata/harness.c", "-lwiredtiger")
+		cc.Dir = root
+		if b, err := cc.CombinedOutput(); err != nil {
+			pluginErr = fmt.Errorf("build the harness: %v\n%s", err, b)
+		}
+	})
+	if pluginErr != nil {
+		t.Fatal(pluginErr)
+	}
+	return pluginDir
+}

@@ -1,0 +1,450 @@
+// Package keycache is the storage-engine plugin's side of byokd: it fetches
+// data keys over byokd's socket (release mode) or has byokd encrypt and
+// decrypt (strict mode), keeps fetched keys in locked memory, and wipes them
+// the moment byokd reports the node locked or stops answering.
+package keycache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/byokd/byokd/crypto/block"
+	"github.com/byokd/byokd/crypto/secmem"
+	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
+)
+
+// Modes.
+const (
+	Release = "release"
+	Strict  = "strict"
+)
+
+// DefaultSocket is byokd's socket when the extension config names none.
+const DefaultSocket = "/run/byokd/keyprovider.sock"
+
+// ErrLocked is wrapped by every error caused by the node being locked or
+// byokd being unreachable.
+var ErrLocked = errors.New("node locked")
+
+// lockedError says why keys may not be used; errors.Is(err, ErrLocked).
+type lockedError struct{ msg string }
+
+func (e *lockedError) Error() string { return e.msg }
+func (e *lockedError) Unwrap() error { return ErrLocked }
+
+func locked(why string) error { return &lockedError{msg: "byokd: " + why} }
+
+// Provider holds the connection to byokd and the cached keys.
+type Provider struct {
+	mode   string
+	socket string
+	conn   *grpc.ClientConn
+	client pb.KeyProviderServiceClient
+	stop   context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.RWMutex
+	blocked string // why keys may not be used; "" when byokd serves them
+	entries map[int]*entry
+	next    int
+	slab    slab
+}
+
+type entry struct {
+	keyID string
+	slot  []byte // 32 bytes of locked memory, or nil when not fetched
+	gen   uint32
+}
+
+// Open connects to byokd at socket. It fails when byokd does not answer:
+// a database must not open without its keys, and never falls back to
+// plaintext.
+func Open(socket, mode string) (*Provider, error) {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	if mode == "" {
+		mode = Release
+	}
+	if mode != Release && mode != Strict {
+		return nil, fmt.Errorf("byokd: mode must be %q or %q, got %q", Release, Strict, mode)
+	}
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("byokd: connect to %s: %w", socket, err)
+	}
+	p := &Provider{mode: mode, socket: socket, conn: conn, client: pb.NewKeyProviderServiceClient(conn),
+		entries: map[int]*entry{}, done: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := p.client.Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("byokd: cannot reach byokd at %s: %s", socket, describe(err))
+	}
+	if !containsMode(st.GetModes(), mode) {
+		conn.Close()
+		return nil, fmt.Errorf("byokd: byokd at %s does not serve %s mode (it serves: %s)", socket, mode, strings.Join(st.GetModes(), ", "))
+	}
+	p.setState(st)
+	wctx, stop := context.WithCancel(context.Background())
+	p.stop = stop
+	go p.watch(wctx)
+	return p, nil
+}
+
+func containsMode(ms []string, m string) bool {
+	for _, x := range ms {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+// Mode is release or strict.
+func (p *Provider) Mode() string { return p.mode }
+
+// describe turns a gRPC error into a short phrase.
+func describe(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Message()
+	}
+	return err.Error()
+}
+
+func serving(s pb.State) bool { return s == pb.State_STATE_UNLOCKED || s == pb.State_STATE_DEGRADED }
+
+// setState applies a status from byokd: a lock wipes every cached key at
+// once; an unlock lets keys be fetched again on next use.
+func (p *Provider) setState(st *pb.StatusResponse) {
+	if serving(st.GetState()) {
+		p.mu.Lock()
+		p.blocked = ""
+		p.mu.Unlock()
+		return
+	}
+	reason := st.GetReason()
+	what := "node locked"
+	if st.GetState() == pb.State_STATE_STARTING {
+		what = "node starting"
+	}
+	if reason != "" {
+		what += ": " + reason
+	}
+	p.block(what)
+}
+
+func (p *Provider) block(why string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.blocked = why
+	for _, e := range p.entries {
+		if e.slot != nil {
+			secmem.Wipe(e.slot)
+			p.slab.free(e.slot)
+			e.slot = nil
+		}
+	}
+}
+
+// watch follows byokd's state. A broken stream is treated as a lock: keys
+// are wiped until byokd answers again.
+func (p *Provider) watch(ctx context.Context) {
+	defer close(p.done)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		stream, err := p.client.Watch(ctx, &pb.WatchRequest{})
+		if err == nil {
+			for {
+				m, rerr := stream.Recv()
+				if rerr != nil {
+					err = rerr
+					break
+				}
+				backoff = 100 * time.Millisecond
+				p.setState(m.GetStatus())
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		p.block("byokd unreachable: " + describe(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if backoff < 2*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+// Customize registers a key id (a WiredTiger keyid) and returns its handle.
+// In release mode the key is fetched at once, so that a database opens only
+// when its keys are there.
+func (p *Provider) Customize(keyID string) (int, error) {
+	if len(keyID) == 0 || len(keyID) > block.MaxKeyID {
+		return 0, fmt.Errorf("byokd: keyid must be 1 to %d bytes", block.MaxKeyID)
+	}
+	p.mu.Lock()
+	p.next++
+	h := p.next
+	p.entries[h] = &entry{keyID: keyID}
+	p.mu.Unlock()
+	var err error
+	if p.mode == Release {
+		_, _, err = p.key(h)
+	} else {
+		err = p.check()
+	}
+	if err != nil {
+		p.Release(h)
+		return 0, err
+	}
+	return h, nil
+}
+
+// check fails when keys may not be used now.
+func (p *Provider) check() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.blocked != "" {
+		return locked(p.blocked)
+	}
+	return nil
+}
+
+// key returns the cached key of h, fetching it when needed. The returned
+// slice is locked memory owned by the cache: use it under p.mu.RLock only
+// (the caller gets it with the read lock held and must call the release
+// func).
+func (p *Provider) key(h int) ([]byte, uint32, error) {
+	p.mu.RLock()
+	e, ok := p.entries[h]
+	if !ok {
+		p.mu.RUnlock()
+		return nil, 0, fmt.Errorf("byokd: unknown encryptor handle %d", h)
+	}
+	if p.blocked != "" {
+		why := p.blocked
+		p.mu.RUnlock()
+		return nil, 0, locked(why)
+	}
+	if e.slot != nil {
+		p.mu.RUnlock()
+		return e.slot, e.gen, nil
+	}
+	keyID := e.keyID
+	p.mu.RUnlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := p.client.GetDataKey(ctx, &pb.GetDataKeyRequest{KeyId: keyID})
+	if err != nil {
+		if status.Code(err) == codes.FailedPrecondition {
+			return nil, 0, locked(describe(err))
+		}
+		return nil, 0, fmt.Errorf("byokd: get data key for %q: %s", keyID, describe(err))
+	}
+	k := r.GetKey()
+	defer secmem.Wipe(k)
+	if len(k) != block.KeySize {
+		return nil, 0, fmt.Errorf("byokd: data key of %d bytes", len(k))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.blocked != "" {
+		return nil, 0, locked(p.blocked)
+	}
+	if e.slot == nil {
+		slot, err := p.slab.alloc()
+		if err != nil {
+			return nil, 0, fmt.Errorf("byokd: locked memory for keys: %w", err)
+		}
+		copy(slot, k)
+		e.slot, e.gen = slot, r.GetGeneration()
+	}
+	return e.slot, e.gen, nil
+}
+
+// Encrypt seals src into dst and returns the block's length.
+func (p *Provider) Encrypt(h int, src, dst []byte) (int, error) {
+	if len(dst) < len(src)+block.Overhead {
+		return 0, fmt.Errorf("byokd: destination of %d bytes for %d bytes of data", len(dst), len(src))
+	}
+	keyID, err := p.keyID(h)
+	if err != nil {
+		return 0, err
+	}
+	if p.mode == Strict {
+		if err := p.check(); err != nil {
+			return 0, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r, err := p.client.Encrypt(ctx, &pb.EncryptRequest{KeyId: keyID, Plaintext: src})
+		if err != nil {
+			return 0, p.rpcErr("encrypt", err)
+		}
+		if len(r.GetCiphertext()) > len(dst) {
+			return 0, errors.New("byokd: encrypted block larger than the destination")
+		}
+		return copy(dst, r.GetCiphertext()), nil
+	}
+	for {
+		key, gen, err := p.key(h)
+		if err != nil {
+			return 0, err
+		}
+		p.mu.RLock()
+		if !p.stillCached(h, key) {
+			p.mu.RUnlock()
+			continue // wiped between key() and here: fetch again or fail
+		}
+		out, err := block.Seal(dst[:0], key, gen, keyID, src, nil)
+		p.mu.RUnlock()
+		if err != nil {
+			return 0, fmt.Errorf("byokd: %w", err)
+		}
+		return len(out), nil
+	}
+}
+
+// Decrypt opens src into dst and returns the plaintext's length. A block
+// that does not open is an error, never garbage.
+func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
+	keyID, err := p.keyID(h)
+	if err != nil {
+		return 0, err
+	}
+	if len(src) < block.Overhead || len(dst) < len(src)-block.Overhead {
+		return 0, fmt.Errorf("byokd: block of %d bytes does not fit %d bytes", len(src), len(dst))
+	}
+	if p.mode == Strict {
+		if err := p.check(); err != nil {
+			return 0, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r, err := p.client.Decrypt(ctx, &pb.DecryptRequest{KeyId: keyID, Ciphertext: src})
+		if err != nil {
+			return 0, p.rpcErr("decrypt", err)
+		}
+		return copy(dst, r.GetPlaintext()), nil
+	}
+	for {
+		key, _, err := p.key(h)
+		if err != nil {
+			return 0, err
+		}
+		p.mu.RLock()
+		if !p.stillCached(h, key) {
+			p.mu.RUnlock()
+			continue
+		}
+		out, err := block.Open(dst[:0], key, keyID, src, nil)
+		p.mu.RUnlock()
+		if err != nil {
+			return 0, fmt.Errorf("byokd: block for keyid %q does not open (tampered, moved from another table, or another key)", keyID)
+		}
+		return len(out), nil
+	}
+}
+
+func (p *Provider) stillCached(h int, key []byte) bool {
+	e, ok := p.entries[h]
+	return ok && e.slot != nil && &e.slot[0] == &key[0]
+}
+
+func (p *Provider) keyID(h int) (string, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	e, ok := p.entries[h]
+	if !ok {
+		return "", fmt.Errorf("byokd: unknown encryptor handle %d", h)
+	}
+	return e.keyID, nil
+}
+
+func (p *Provider) rpcErr(op string, err error) error {
+	switch status.Code(err) {
+	case codes.FailedPrecondition:
+		return locked(describe(err))
+	case codes.Unavailable:
+		return locked("byokd unreachable: " + describe(err))
+	}
+	return fmt.Errorf("byokd: %s: %s", op, describe(err))
+}
+
+// Release forgets a handle and wipes its key.
+func (p *Provider) Release(h int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e, ok := p.entries[h]; ok {
+		if e.slot != nil {
+			secmem.Wipe(e.slot)
+			p.slab.free(e.slot)
+		}
+		delete(p.entries, h)
+	}
+}
+
+// Close wipes every key and stops watching.
+func (p *Provider) Close() {
+	p.block("closed")
+	if p.stop != nil {
+		p.stop()
+		<-p.done
+	}
+	p.conn.Close()
+	p.mu.Lock()
+	p.slab.destroy()
+	p.mu.Unlock()
+}
+
+// slab hands out 32-byte slots of mlocked, non-dumpable memory, a page at a
+// time, so that many keys fit in a small RLIMIT_MEMLOCK.
+type slab struct {
+	pages []*secmem.Buffer
+	freed [][]byte
+}
+
+const pageSize = 4096
+
+func (s *slab) alloc() ([]byte, error) {
+	if n := len(s.freed); n > 0 {
+		slot := s.freed[n-1]
+		s.freed = s.freed[:n-1]
+		return slot, nil
+	}
+	b, err := secmem.New(pageSize)
+	if err != nil {
+		return nil, err
+	}
+	s.pages = append(s.pages, b)
+	mem := b.Bytes()
+	for off := pageSize - block.KeySize; off > 0; off -= block.KeySize {
+		s.freed = append(s.freed, mem[off:off+block.KeySize:off+block.KeySize])
+	}
+	return mem[:block.KeySize:block.KeySize], nil
+}
+
+func (s *slab) free(slot []byte) { s.freed = append(s.freed, slot) }
+
+func (s *slab) destroy() {
+	for _, b := range s.pages {
+		b.Destroy()
+	}
+	s.pages, s.freed = nil, nil
+}

@@ -1,0 +1,157 @@
+package keycache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	kp "github.com/IBM/keyprotect-go-client"
+
+	"github.com/byokd/byokd/crypto/block"
+	"github.com/byokd/byokd/internal/testenv"
+	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
+)
+
+func start(t *testing.T) (*testenv.KP, string, *testenv.Byokd) {
+	t.Helper()
+	k := testenv.StartKP(t)
+	root := k.RootKey(t, "plugin-root")
+	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true})
+	b.WaitState(t, b.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
+	return k, root, b
+}
+
+// TestBlocksDoNotOpenElsewhere: a tampered block, a block read under another
+// keyid (a block moved to another table) and a block from another table all
+// fail to decrypt, in both modes, and never yield garbage.
+func TestBlocksDoNotOpenElsewhere(t *testing.T) {
+	_, _, b := start(t)
+	for _, mode := range []string{Release, Strict} {
+		t.Run(mode, func(t *testing.T) {
+			p, err := Open(b.Socket, mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			orders, err := p.Customize("table:orders")
+			if err != nil {
+				t.Fatal(err)
+			}
+			users, err := p.Customize("table:users")
+			if err != nil {
+				t.Fatal(err)
+			}
+			page := bytes.Repeat([]byte("row data "), 400)
+			dst := make([]byte, len(page)+block.Overhead)
+			n, err := p.Encrypt(orders, page, dst)
+			if err != nil || n != len(dst) {
+				t.Fatalf("encrypt: %d %v", n, err)
+			}
+			blk := dst[:n]
+			out := make([]byte, len(page))
+			if m, err := p.Decrypt(orders, blk, out); err != nil || !bytes.Equal(out[:m], page) {
+				t.Fatalf("decrypt: %v", err)
+			}
+			other := make([]byte, len(page)+block.Overhead)
+			on, _ := p.Encrypt(users, page, other)
+			tampered := bytes.Clone(blk)
+			tampered[block.HeaderSize+10] ^= 0x01
+			for name, c := range map[string]struct {
+				h   int
+				blk []byte
+			}{
+				"tampered":                 {orders, tampered},
+				"read under another keyid": {users, blk},
+				"block of another table":   {orders, other[:on]},
+				"truncated":                {orders, blk[:len(blk)-1]},
+			} {
+				clear(out)
+				m, err := p.Decrypt(c.h, c.blk, out)
+				if err == nil || m != 0 || !bytes.Equal(out, make([]byte, len(out))) {
+					t.Errorf("%s: decrypted (%d bytes, %v)", name, m, err)
+				}
+			}
+		})
+	}
+}
+
+// TestLockWipesKeysAndUnlockRefetches: on LOCKED every cached key is wiped at
+// once and calls fail saying why; on UNLOCKED keys are fetched again.
+func TestLockWipesKeysAndUnlockRefetches(t *testing.T) {
+	k, root, b := start(t)
+	p, err := Open(b.Socket, Release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	h, err := p.Customize("db:admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]byte, 64+block.Overhead)
+	if _, err := p.Encrypt(h, make([]byte, 64), dst); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.RLock()
+	slot := p.entries[h].slot
+	p.mu.RUnlock()
+	if slot == nil || bytes.Equal(slot, make([]byte, 32)) {
+		t.Fatal("no key cached")
+	}
+	k.Do(t, "disable", func(ctx context.Context, c *kp.Client) error { return c.DisableKey(ctx, root) })
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		_, err = p.Encrypt(h, make([]byte, 64), dst)
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("encrypt still works 3 s after the disable")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !errors.Is(err, ErrLocked) || err.Error() != "byokd: node locked: root key disabled" {
+		t.Fatalf("error: %v", err)
+	}
+	if !bytes.Equal(slot, make([]byte, 32)) {
+		t.Fatal("the cached key was not wiped")
+	}
+	k.Do(t, "enable", func(ctx context.Context, c *kp.Client) error { return c.EnableKey(ctx, root) })
+	deadline = time.Now().Add(3 * time.Second)
+	for {
+		if _, err = p.Encrypt(h, make([]byte, 64), dst); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("encrypt fails 3 s after the enable: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// byokd stopping is a lock too: keys go, calls fail.
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for {
+		_, err = p.Encrypt(h, make([]byte, 64), dst)
+		if err != nil && strings.Contains(err.Error(), "byokd") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("encrypt still works after byokd stopped")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestOpenFailsClearly(t *testing.T) {
+	if _, err := Open("/nonexistent/kp.sock", Release); err == nil || !strings.Contains(err.Error(), "cannot reach byokd at /nonexistent/kp.sock") {
+		t.Fatalf("no byokd: %v", err)
+	}
+	if _, err := Open("/nonexistent/kp.sock", "fast"); err == nil || !strings.Contains(err.Error(), "mode") {
+		t.Fatalf("bad mode: %v", err)
+	}
+}
