@@ -125,7 +125,8 @@ allowed_uids = [%[7]d]
 modes = ["release", "strict"]
 
 [ops]
-listen = "127.0.0.1:9464"
+# A free loopback port, printed at start, so that two checkouts can run.
+listen = "127.0.0.1:0"
 
 [log]
 format = "text"
