@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -129,7 +130,25 @@ type holder struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
-	log *bytes.Buffer
+	log *lockedBuffer
+}
+
+// lockedBuffer collects a process's stderr while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func hold(t *testing.T, w *wtEnv, mode, table string) *holder {
@@ -137,17 +156,29 @@ func hold(t *testing.T, w *wtEnv, mode, table string) *holder {
 	cmd := exec.Command(filepath.Join(w.bins, "harness"), w.db, w.config(mode, false), "hold", table)
 	in, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	var log bytes.Buffer
-	cmd.Stderr = &log
+	log := &lockedBuffer{}
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	h := &holder{cmd: cmd, in: in, out: bufio.NewReader(stdout), log: &log}
+	h := &holder{cmd: cmd, in: in, out: bufio.NewReader(stdout), log: log}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	if line := h.line(t); line != "ready" {
 		t.Fatalf("harness: %q\n%s", line, log.String())
 	}
 	return h
+}
+
+// said reports whether the answer or the harness's stderr (copied
+// asynchronously) holds msg, waiting a moment for stderr.
+func (h *holder) said(answer, msg string) bool {
+	for i := 0; i < 50; i++ {
+		if strings.Contains(answer, msg) || strings.Contains(h.log.String(), msg) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
 }
 
 func (h *holder) line(t *testing.T) string {
@@ -224,7 +255,7 @@ func TestWiredTigerLocksWithByokd(t *testing.T) {
 		// WiredTiger reports the encryptor's message, then may panic the
 		// connection (it treats a block it cannot write or read as fatal):
 		// the database process must restart, and cannot while locked.
-		if !strings.Contains(h.log.String(), "byokd: node locked: root key disabled") {
+		if !h.said(r, "byokd: node locked: root key disabled") {
 			t.Fatalf("the error does not say why: %s\n%s", r, h.log.String())
 		}
 		h.do(t, "quit")
@@ -237,7 +268,7 @@ func TestWiredTigerLocksWithByokd(t *testing.T) {
 		since := disable()
 		defer enable()
 		r := pollUntilErr(h, since, func(int) string { return "scan" })
-		if !strings.Contains(h.log.String(), "byokd: node locked: root key disabled") {
+		if !h.said(r, "byokd: node locked: root key disabled") {
 			t.Fatalf("the error does not say why: %s\n%s", r, h.log.String())
 		}
 		h.do(t, "quit")
