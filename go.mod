@@ -4,6 +4,7 @@ go 1.26.4
 
 require (
 	github.com/IBM/keyprotect-go-client v0.17.3
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/pelletier/go-toml/v2 v2.4.3
 	github.com/prometheus/client_golang v1.25.0
 	golang.org/x/sys v0.50.0

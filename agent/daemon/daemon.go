@@ -9,16 +9,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/user"
 	"strconv"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
 
 	"github.com/byokd/byokd/agent/actions"
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/keyprotect"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/metrics"
+	"github.com/byokd/byokd/agent/notify"
 	"github.com/byokd/byokd/agent/ops"
 	"github.com/byokd/byokd/agent/poller"
 	"github.com/byokd/byokd/agent/server"
@@ -128,11 +132,13 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	defer sealer.Close()
 
 	mt := metrics.New()
+	sd := notify.New()
 	runner := actions.New(lockActions(cfg), log)
 	machine := lock.New(lock.Status{RootKeyID: cfg.KeyProtect.RootKeyID, Sealer: sealer.Name(), Generation: 1}, lock.Hooks{
 		Wipe: sealer.Wipe,
 		Transition: func(from, to lock.Status, ev lock.Event) {
 			mt.SetState(to.State.String())
+			sd.Status(statusLine(to))
 			if from.State == to.State {
 				return
 			}
@@ -152,11 +158,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	})
 	mt.SetState(lock.Starting.String())
 
-	gid, err := groupID(cfg.Socket.Group)
-	if err != nil {
-		return err
-	}
-	sock, err := server.Listen(cfg.Socket.Path, os.FileMode(cfg.Socket.Mode), gid)
+	sock, activated, err := listen(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -183,10 +185,28 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		opsAddr = opsSrv.Addr()
 		go func() { serveErr <- opsSrv.Serve() }()
 	}
-	log.Info("byokd serving", "version", Version, "socket", sock.Path(), "ops", opsAddr, "sealer", sealer.Name(),
-		"root_key_id", cfg.KeyProtect.RootKeyID, "instance_id", cfg.KeyProtect.InstanceID, "cluster_id", cfg.ClusterID)
+	log.Info("byokd serving", "version", Version, "socket", cfg.Socket.Path, "socket_activated", activated, "ops", opsAddr,
+		"sealer", sealer.Name(), "root_key_id", cfg.KeyProtect.RootKeyID, "instance_id", cfg.KeyProtect.InstanceID,
+		"cluster_id", cfg.ClusterID)
+	sd.Ready(statusLine(machine.Status()))
 	if opt.Ready != nil {
-		opt.Ready(sock.Path(), opsAddr)
+		opt.Ready(cfg.Socket.Path, opsAddr)
+	}
+
+	// The poller is the main loop: while it beats, the systemd watchdog is
+	// fed and /healthz is 200. A round can take two Key Protect calls.
+	var hb notify.Heartbeat
+	hb.Beat()
+	maxAge := 2*time.Duration(cfg.KeyProtect.Timeout) + 10*time.Second
+	alive := func() bool { return hb.Fresh(maxAge) }
+	if opsSrv != nil {
+		opsSrv.SetAlive(alive)
+	}
+	wdCtx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	if wd := notify.WatchdogInterval(); wd > 0 {
+		log.Info("systemd watchdog on", "interval", wd, "main_loop_max_age", maxAge)
+		go sd.Watchdog(wdCtx, wd, alive)
 	}
 
 	pctx, stopPoller := context.WithCancel(ctx)
@@ -196,7 +216,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		RootKeyID: cfg.KeyProtect.RootKeyID, InstanceID: cfg.KeyProtect.InstanceID, ClusterID: cfg.ClusterID,
 		Provision: cfg.State.Provision, Interval: time.Duration(cfg.Poll.Interval), Jitter: cfg.Poll.Jitter,
 		ProofInterval: time.Duration(cfg.Poll.ProofInterval), OfflineGrace: time.Duration(cfg.Poll.OfflineGrace),
-		LockOnExpired: cfg.Poll.LockOnExpired, Log: log, Metrics: mt,
+		LockOnExpired: cfg.Poll.LockOnExpired, Log: log, Metrics: mt, Beat: hb.Beat,
 	})
 	go func() { defer close(pollDone); p.Run(pctx) }()
 
@@ -206,6 +226,8 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	case runErr = <-serveErr:
 	}
 	log.Info("byokd stopping")
+	sd.Stopping()
+	stopWatchdog()
 	stopPoller()
 	<-pollDone
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -220,6 +242,50 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	}
 	log.Info("byokd stopped", "event", "audit", "action", "stop")
 	return runErr
+}
+
+func statusLine(st lock.Status) string {
+	if st.Reason == "" {
+		return st.State.String()
+	}
+	return st.State.String() + ": " + st.Reason
+}
+
+// listen takes the key provider socket from systemd (LISTEN_FDS, the
+// byokd.socket unit) when there is one, else creates it.
+func listen(cfg *config.Config, log *slog.Logger) (net.Listener, bool, error) {
+	lns, err := activation.Listeners()
+	if err != nil {
+		return nil, false, fmt.Errorf("sockets from systemd: %w", err)
+	}
+	var found net.Listener
+	for _, l := range lns {
+		if l == nil {
+			continue
+		}
+		if ul, ok := l.(*net.UnixListener); ok && found == nil {
+			// systemd owns the file: it stays when byokd stops.
+			ul.SetUnlinkOnClose(false)
+			found = ul
+			continue
+		}
+		l.Close()
+	}
+	if found != nil {
+		if a := found.Addr().String(); a != cfg.Socket.Path {
+			log.Warn("systemd passed a socket at another path than socket.path", "passed", a, "socket.path", cfg.Socket.Path)
+		}
+		return found, true, nil
+	}
+	gid, err := groupID(cfg.Socket.Group)
+	if err != nil {
+		return nil, false, err
+	}
+	sock, err := server.Listen(cfg.Socket.Path, os.FileMode(cfg.Socket.Mode), gid)
+	if err != nil {
+		return nil, false, err
+	}
+	return sock, false, nil
 }
 
 func lockActions(cfg *config.Config) []actions.Action {

@@ -23,6 +23,7 @@ type Server struct {
 	l       net.Listener
 	machine *lock.Machine
 	healthy atomic.Bool
+	alive   atomic.Pointer[func() bool]
 }
 
 // Listen binds addr (e.g. 127.0.0.1:9464).
@@ -52,6 +53,10 @@ func (s *Server) Addr() string { return s.l.Addr().String() }
 // SetHealthy marks the main loop healthy or stuck (/healthz answers 503).
 func (s *Server) SetHealthy(ok bool) { s.healthy.Store(ok) }
 
+// SetAlive makes /healthz ask alive at each request (the main loop's
+// heartbeat) instead of the flag SetHealthy sets.
+func (s *Server) SetAlive(alive func() bool) { s.alive.Store(&alive) }
+
 // Serve answers until Shutdown.
 func (s *Server) Serve() error {
 	err := s.srv.Serve(s.l)
@@ -79,7 +84,11 @@ func write(w http.ResponseWriter, code int, p probe) {
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	st := s.machine.Status()
-	if !s.healthy.Load() {
+	ok := s.healthy.Load()
+	if f := s.alive.Load(); f != nil {
+		ok = (*f)()
+	}
+	if !ok {
 		write(w, http.StatusServiceUnavailable, probe{Status: "unhealthy", State: st.State.String(), Reason: "main loop stuck"})
 		return
 	}

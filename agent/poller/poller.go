@@ -59,6 +59,9 @@ type Config struct {
 	LockOnExpired bool
 	Log           *slog.Logger
 	Metrics       *metrics.Metrics
+	// Beat, when set, is called at least every second while the loop is
+	// alive (the systemd watchdog listens to it).
+	Beat func()
 }
 
 // Poller runs the checks.
@@ -83,14 +86,28 @@ func AAD(clusterID string) []string { return []string{"byokd", "cluster:" + clus
 
 // Run polls until ctx ends.
 func (p *Poller) Run(ctx context.Context) {
+	beat := p.cfg.Beat
+	if beat == nil {
+		beat = func() {}
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
+		beat()
 		wait := p.Step(ctx)
+		beat()
 		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
+	waiting:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-tick.C:
+				beat()
+			case <-t.C:
+				break waiting
+			}
 		}
 	}
 }

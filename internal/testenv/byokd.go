@@ -78,10 +78,14 @@ type Options struct {
 	Proof         string // proof interval, default "1m"
 	OfflineGrace  string // default "1h"
 	LockOnExpired bool
-	Extra         string // appended TOML (tables)
-	SocketExtra   string // lines added to [socket]
-	APIKey        string // default APIKey
-	Dir           string // reuse a folder (restart); default a new one
+	Extra         string   // appended TOML (tables)
+	SocketExtra   string   // lines added to [socket]
+	APIKey        string   // default APIKey
+	Dir           string   // reuse a folder (restart); default a new one
+	Env           []string // extra environment, e.g. NOTIFY_SOCKET
+	// Activate starts byokd under systemd-socket-activate, which creates
+	// the socket and hands it over on the first connection.
+	Activate bool
 }
 
 // StartByokd writes a config for kp and starts byokd on it. The folder is
@@ -165,6 +169,10 @@ format = "json"
 		t.Fatal(err)
 	}
 	b.cmd = exec.Command(filepath.Join(bins, "byokd"), "--config", b.Config)
+	if o.Activate {
+		b.cmd = exec.Command("systemd-socket-activate", "-l", b.Socket, filepath.Join(bins, "byokd"), "--config", b.Config)
+	}
+	b.cmd.Env = append(os.Environ(), o.Env...)
 	b.cmd.Stdout = b.logs
 	b.cmd.Stderr = b.logs
 	if err := b.cmd.Start(); err != nil {
