@@ -6,7 +6,7 @@ ROWS     ?= 1000000
 CMDS     := byokd byokctl kpemu
 BUF      := $(GO) tool -modfile=tools/buf/go.mod buf
 
-.PHONY: help build plugin test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
+.PHONY: help build build-s390x plugin package check-units test-packages test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -15,11 +15,24 @@ build: ## build every command into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
+build-s390x: ## cross-build byokd, byokctl and kpemu for linux/s390x into bin/s390x/
+	@mkdir -p $(BIN)/s390x
+	CGO_ENABLED=0 GOOS=linux GOARCH=s390x $(GO) build -trimpath -o $(BIN)/s390x/ $(addprefix ./cmd/,$(CMDS))
+
+package: ## .deb and .rpm for amd64 and s390x into dist/ (version from git)
+	scripts/package
+
+check-units: ## systemd-analyze verify and security (exposure at most 1.5) of the units
+	scripts/check-units
+
+test-packages: ## lint, inspect, install, upgrade, remove and purge the packages (root; changes this machine)
+	scripts/test-packages
+
 plugin: ## the WiredTiger encryptor: bin/libbyokd-wiredtiger.so
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -buildmode=c-shared -o $(BIN)/libbyokd-wiredtiger.so ./plugin/wiredtiger
 
-test: lint unit fuzz ## what CI runs: lint, unit and integration tests, short fuzzing
+test: lint unit fuzz check-units test-packages ## what CI runs: lint, tests, short fuzzing, units, packages
 
 unit: ## all tests, with the race detector
 	$(GO) test -race -count=1 ./...

@@ -4,7 +4,6 @@
 package main
 
 /*
-#cgo LDFLAGS: -lwiredtiger
 #include <errno.h>
 #include <stdint.h>
 #include <stddef.h>
