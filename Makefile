@@ -6,7 +6,7 @@ ROWS     ?= 1000000
 CMDS     := byokd byokctl kpemu
 BUF      := $(GO) tool -modfile=tools/buf/go.mod buf
 
-.PHONY: help build build-s390x plugin package check-units test-packages test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
+.PHONY: help build build-s390x plugin package check-units test-packages test-s390x test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -18,6 +18,15 @@ build: ## build every command into bin/
 build-s390x: ## cross-build byokd, byokctl and kpemu for linux/s390x into bin/s390x/
 	@mkdir -p $(BIN)/s390x
 	CGO_ENABLED=0 GOOS=linux GOARCH=s390x $(GO) build -trimpath -o $(BIN)/s390x/ $(addprefix ./cmd/,$(CMDS))
+
+# The packages whose tests run under qemu-user: not crypto/secmem (qemu-user
+# neither applies madvise flags nor re-executes s390x binaries without
+# binfmt), nor those that start byokd as a process.
+S390X_PKGS := ./crypto/block ./crypto/datakey ./crypto/seal ./crypto/seal/cpacf ./agent/lock ./agent/config \
+	./agent/wdek ./agent/keyprotect ./agent/server ./kpemu
+
+test-s390x: ## unit tests for GOARCH=s390x under qemu-s390x-static (big-endian)
+	GOARCH=s390x $(GO) test -count=1 -exec qemu-s390x-static $(S390X_PKGS)
 
 package: ## .deb and .rpm for amd64 and s390x into dist/ (version from git)
 	scripts/package
@@ -32,7 +41,7 @@ plugin: ## the WiredTiger encryptor: bin/libbyokd-wiredtiger.so
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -buildmode=c-shared -o $(BIN)/libbyokd-wiredtiger.so ./plugin/wiredtiger
 
-test: lint unit fuzz check-units test-packages ## what CI runs: lint, tests, short fuzzing, units, packages
+test: lint unit test-s390x fuzz check-units test-packages ## what CI runs: lint, tests, short fuzzing, units, packages
 
 unit: ## all tests, with the race detector
 	$(GO) test -race -count=1 ./...

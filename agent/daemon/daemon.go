@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -28,6 +29,7 @@ import (
 	"github.com/byokd/byokd/agent/server"
 	"github.com/byokd/byokd/agent/wdek"
 	"github.com/byokd/byokd/crypto/seal"
+	"github.com/byokd/byokd/crypto/seal/cpacf"
 	"github.com/byokd/byokd/crypto/secmem"
 )
 
@@ -54,25 +56,61 @@ func NewLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// newSealer picks the backend. An explicitly configured backend that is not
-// available is an error, never a silent downgrade.
+// newSealer picks the backend. backend = "auto" tries cpacf (s390x with
+// /dev/pkey and CPACF HMAC protected keys), then tpm (tpm_device opens), then
+// memory, and logs the choice and why; an explicitly configured backend that
+// is not available is an error, never a silent downgrade.
 func newSealer(cfg config.Sealer, log *slog.Logger) (seal.Sealer, error) {
 	switch cfg.Backend {
-	case "auto":
-		s, err := seal.NewMemory()
-		if err != nil {
-			return nil, fmt.Errorf("memory sealer: %w", err)
-		}
-		log.Info("sealer chosen", "sealer", "memory", "why", "backend = auto; the tpm and cpacf backends are not in this build")
-		return s, nil
 	case "memory":
-		s, err := seal.NewMemory()
+		return memorySealer()
+	case "cpacf":
+		s, err := cpacf.New()
 		if err != nil {
-			return nil, fmt.Errorf("memory sealer: %w", err)
+			return nil, fmt.Errorf("sealer backend cpacf: %w", err)
 		}
+		return s, nil
+	case "tpm":
+		s, err := openTPM(cfg.TPMDevice)
+		if err != nil {
+			return nil, fmt.Errorf("sealer backend tpm (%s): %w", cfg.TPMDevice, err)
+		}
+		return s, nil
+	case "auto":
+		var why []string
+		if s, err := cpacf.New(); err == nil {
+			log.Info("sealer chosen", "sealer", "cpacf", "backend", "auto")
+			return s, nil
+		} else {
+			why = append(why, "cpacf: "+err.Error())
+		}
+		if s, err := openTPM(cfg.TPMDevice); err == nil {
+			log.Info("sealer chosen", "sealer", "tpm", "backend", "auto", "not_chosen", strings.Join(why, "; "))
+			return s, nil
+		} else {
+			why = append(why, "tpm: "+err.Error())
+		}
+		s, err := memorySealer()
+		if err != nil {
+			return nil, err
+		}
+		log.Info("sealer chosen", "sealer", "memory", "backend", "auto", "not_chosen", strings.Join(why, "; "))
 		return s, nil
 	}
-	return nil, fmt.Errorf("sealer backend %q is not available in this build", cfg.Backend)
+	return nil, fmt.Errorf("unknown sealer backend %q", cfg.Backend)
+}
+
+func memorySealer() (seal.Sealer, error) {
+	s, err := seal.NewMemory()
+	if err != nil {
+		return nil, fmt.Errorf("memory sealer: %w", err)
+	}
+	return s, nil
+}
+
+// openTPM opens the TPM backend; replaced when the tpm backend is built in.
+var openTPM = func(device string) (seal.Sealer, error) {
+	return nil, errors.New("the tpm backend is not in this build")
 }
 
 func groupID(name string) (int, error) {
@@ -167,9 +205,19 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		release = release || m == "release"
 		strict = strict || m == "strict"
 	}
+	var hb notify.Heartbeat
+	hb.Beat()
+	p := poller.New(poller.Config{
+		KP: kpc, Store: store, Sealer: sealer, Machine: machine,
+		RootKeyID: cfg.KeyProtect.RootKeyID, InstanceID: cfg.KeyProtect.InstanceID, ClusterID: cfg.ClusterID,
+		Provision: cfg.State.Provision, Interval: time.Duration(cfg.Poll.Interval), Jitter: cfg.Poll.Jitter,
+		ProofInterval: time.Duration(cfg.Poll.ProofInterval), OfflineGrace: time.Duration(cfg.Poll.OfflineGrace),
+		LockOnExpired: cfg.Poll.LockOnExpired, Log: log, Metrics: mt, Beat: hb.Beat,
+	})
 	srv := server.New(server.Config{
 		ClusterID: cfg.ClusterID, Keys: sealer, Machine: machine, Release: release, Strict: strict, Log: log, Metrics: mt,
 		Policy: server.Policy{UIDs: uint32s(cfg.Socket.AllowedUIDs), GIDs: uint32s(cfg.Socket.AllowedGIDs), Exes: cfg.Socket.AllowedExes},
+		Reseal: p.Reseal,
 	})
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(sock) }()
@@ -195,8 +243,6 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 
 	// The poller is the main loop: while it beats, the systemd watchdog is
 	// fed and /healthz is 200. A round can take two Key Protect calls.
-	var hb notify.Heartbeat
-	hb.Beat()
 	maxAge := 2*time.Duration(cfg.KeyProtect.Timeout) + 10*time.Second
 	alive := func() bool { return hb.Fresh(maxAge) }
 	if opsSrv != nil {
@@ -211,13 +257,6 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 
 	pctx, stopPoller := context.WithCancel(ctx)
 	pollDone := make(chan struct{})
-	p := poller.New(poller.Config{
-		KP: kpc, Store: store, Sealer: sealer, Machine: machine,
-		RootKeyID: cfg.KeyProtect.RootKeyID, InstanceID: cfg.KeyProtect.InstanceID, ClusterID: cfg.ClusterID,
-		Provision: cfg.State.Provision, Interval: time.Duration(cfg.Poll.Interval), Jitter: cfg.Poll.Jitter,
-		ProofInterval: time.Duration(cfg.Poll.ProofInterval), OfflineGrace: time.Duration(cfg.Poll.OfflineGrace),
-		LockOnExpired: cfg.Poll.LockOnExpired, Log: log, Metrics: mt, Beat: hb.Beat,
-	})
 	go func() { defer close(pollDone); p.Run(pctx) }()
 
 	var runErr error

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/byokd/byokd/agent/keyprotect"
@@ -18,6 +19,7 @@ import (
 	"github.com/byokd/byokd/agent/metrics"
 	"github.com/byokd/byokd/agent/wdek"
 	"github.com/byokd/byokd/crypto/datakey"
+	"github.com/byokd/byokd/crypto/seal"
 	"github.com/byokd/byokd/crypto/secmem"
 )
 
@@ -71,6 +73,8 @@ type Poller struct {
 	lastProof time.Time
 	backoff   time.Duration
 	version   string // root key version the stored ciphertext was made under
+	reseal    atomic.Bool
+	kick      chan struct{}
 }
 
 // New returns a poller; Run starts it.
@@ -78,7 +82,18 @@ func New(cfg Config) *Poller {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Poller{cfg: cfg}
+	return &Poller{cfg: cfg, kick: make(chan struct{}, 1)}
+}
+
+// Reseal asks for the DEK to be unwrapped and sealed again at once: the
+// sealer said its sealed key is void (a CPACF protected key after the
+// firmware wrapping key changed).
+func (p *Poller) Reseal() {
+	p.reseal.Store(true)
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 // AAD binds a wrapped key to its cluster.
@@ -105,6 +120,9 @@ func (p *Poller) Run(ctx context.Context) {
 				return
 			case <-tick.C:
 				beat()
+			case <-p.kick:
+				t.Stop()
+				break waiting
 			case <-t.C:
 				break waiting
 			}
@@ -121,6 +139,10 @@ func (p *Poller) Step(ctx context.Context) time.Duration {
 	switch {
 	case !st.State.Serving():
 		op = "unlock"
+		p.reseal.Store(false)
+		err = p.unlock(ctx)
+	case p.reseal.Swap(false):
+		op = "reseal"
 		err = p.unlock(ctx)
 	case time.Since(p.lastProof) >= p.cfg.ProofInterval:
 		op = "proof"
@@ -406,6 +428,10 @@ func (p *Poller) proof(ctx context.Context) error {
 	var got [32]byte
 	if err := p.cfg.Sealer.Derive(ctx, proofInfo, got[:]); err != nil {
 		secmem.Wipe(want[:])
+		if errors.Is(err, seal.ErrReseal) {
+			p.cfg.Log.Warn("sealed key void (firmware wrapping key changed?): unwrapping and sealing again")
+			return p.unlock(ctx)
+		}
 		return local("sealer", err)
 	}
 	same := subtle.ConstantTimeCompare(want[:], got[:]) == 1

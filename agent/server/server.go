@@ -51,6 +51,9 @@ type Config struct {
 	Strict    bool // Encrypt/Decrypt allowed
 	Log       *slog.Logger
 	Metrics   *metrics.Metrics
+	// Reseal, when set, is called when the sealer says its sealed key is
+	// void (seal.ErrReseal): the poller unwraps and seals again.
+	Reseal func()
 }
 
 // Server is the key provider.
@@ -228,6 +231,12 @@ func (s *Server) dataKey(ctx context.Context, keyID string, out []byte) (uint32,
 		return 0, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := s.cfg.Keys.Derive(ctx, info, out); err != nil {
+		if errors.Is(err, seal.ErrReseal) {
+			if s.cfg.Reseal != nil {
+				s.cfg.Reseal()
+			}
+			return 0, status.Error(codes.Unavailable, "the sealed key is being re-derived; retry")
+		}
 		if errors.Is(err, seal.ErrWiped) {
 			// Locked between the state check and the derivation.
 			st := s.cfg.Machine.Status()

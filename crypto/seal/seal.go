@@ -30,6 +30,12 @@ var (
 	ErrWiped = errors.New("no key sealed")
 	// ErrClosed is returned by calls on a Sealer after Close.
 	ErrClosed = errors.New("sealer closed")
+	// ErrReseal is returned by Derive when the sealed key can no longer be
+	// used and the DEK has to be sealed again: for the cpacf backend, the
+	// firmware wrapping key changed (re-IPL, guest relocation), so the
+	// protected key is void. Until the next Seal every Derive fails with
+	// ErrReseal; the caller unwraps the DEK again and calls Seal.
+	ErrReseal = errors.New("sealed key is no longer valid, seal the key again")
 )
 
 // DEKSize is the size of the DEK a Sealer accepts and of a derived key.

@@ -1,0 +1,62 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/byokd/byokd/internal/testenv"
+	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
+)
+
+// TestSealerBackendChoice: backend = "auto" falls back to memory on a host
+// without /dev/pkey HMAC keys or a TPM and says why; an explicitly configured
+// backend that is not available stops byokd at start, never a silent
+// downgrade.
+func TestSealerBackendChoice(t *testing.T) {
+	k := testenv.StartKP(t)
+	root := k.RootKey(t, "node-root")
+	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true})
+	b.WaitState(t, b.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile(b.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(backend, device string) (string, error) {
+		cfg := strings.Replace(string(base), `backend = "memory"`, `backend = "`+backend+`"`+"\ntpm_device = \""+device+"\"", 1)
+		path := filepath.Join(t.TempDir(), "config.toml")
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(filepath.Join(testenv.Binaries(t), "byokd"), "--config", path)
+		done := make(chan struct{})
+		var out []byte
+		go func() { out, err = cmd.CombinedOutput(); close(done) }()
+		select {
+		case <-done:
+			return string(out), err
+		case <-time.After(3 * time.Second):
+			_ = cmd.Process.Signal(os.Interrupt)
+			<-done
+			return string(out), nil
+		}
+	}
+	out, err := run("cpacf", "/dev/tpmrm0")
+	if err == nil || !strings.Contains(out, "sealer backend cpacf") {
+		t.Fatalf("an unavailable cpacf backend did not stop byokd: %v\n%s", err, out)
+	}
+	out, err = run("tpm", "/nonexistent/tpm")
+	if err == nil || !strings.Contains(out, "sealer backend tpm (/nonexistent/tpm)") {
+		t.Fatalf("an unavailable tpm backend did not stop byokd: %v\n%s", err, out)
+	}
+	out, _ = run("auto", "/nonexistent/tpm")
+	if !strings.Contains(out, `"sealer":"memory"`) || !strings.Contains(out, "not_chosen") || !strings.Contains(out, "cpacf:") {
+		t.Fatalf("auto did not log its choice and why:\n%s", out)
+	}
+}
