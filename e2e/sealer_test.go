@@ -35,16 +35,20 @@ func TestSealerBackendChoice(t *testing.T) {
 			t.Fatal(err)
 		}
 		cmd := exec.Command(filepath.Join(testenv.Binaries(t), "byokd"), "--config", path)
-		done := make(chan struct{})
-		var out []byte
-		go func() { out, err = cmd.CombinedOutput(); close(done) }()
+		var buf lockedBuffer
+		cmd.Stdout, cmd.Stderr = &buf, &buf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
 		select {
-		case <-done:
-			return string(out), err
+		case err := <-done:
+			return buf.String(), err
 		case <-time.After(3 * time.Second):
 			_ = cmd.Process.Signal(os.Interrupt)
 			<-done
-			return string(out), nil
+			return buf.String(), nil
 		}
 	}
 	out, err := run("cpacf", "/dev/tpmrm0")
