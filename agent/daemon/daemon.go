@@ -30,6 +30,7 @@ import (
 	"github.com/byokd/byokd/agent/wdek"
 	"github.com/byokd/byokd/crypto/seal"
 	"github.com/byokd/byokd/crypto/seal/cpacf"
+	"github.com/byokd/byokd/crypto/seal/tpm"
 	"github.com/byokd/byokd/crypto/secmem"
 )
 
@@ -108,9 +109,13 @@ func memorySealer() (seal.Sealer, error) {
 	return s, nil
 }
 
-// openTPM opens the TPM backend; replaced when the tpm backend is built in.
-var openTPM = func(device string) (seal.Sealer, error) {
-	return nil, errors.New("the tpm backend is not in this build")
+// openTPM opens the TPM backend on the resource manager device.
+func openTPM(device string) (seal.Sealer, error) {
+	s, err := tpm.Open(device)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func groupID(name string) (int, error) {
