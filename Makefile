@@ -22,7 +22,7 @@ build-s390x: ## cross-build byokd, byokctl and kpemu for linux/s390x into bin/s3
 # The packages whose tests run under qemu-user: not crypto/secmem (qemu-user
 # neither applies madvise flags nor re-executes s390x binaries without
 # binfmt), nor those that start byokd as a process.
-S390X_PKGS := ./crypto/block ./crypto/datakey ./crypto/seal ./crypto/seal/cpacf ./agent/lock ./agent/config \
+S390X_PKGS := ./crypto/block ./crypto/datakey ./crypto/seal ./crypto/seal/cpacf ./crypto/seal/tpm ./agent/lock ./agent/config \
 	./agent/wdek ./agent/keyprotect ./agent/server ./kpemu
 
 test-s390x: ## unit tests for GOARCH=s390x under qemu-s390x-static (big-endian)
