@@ -6,7 +6,7 @@ ROWS     ?= 1000000
 CMDS     := byokd byokctl kpemu
 BUF      := $(GO) tool -modfile=tools/buf/go.mod buf
 
-.PHONY: help build build-s390x plugin package check-units test-packages test-s390x test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
+.PHONY: help build build-s390x plugin package check-units test-packages test-s390x chaos crash test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -61,6 +61,12 @@ check-generate: generate ## fail when the committed generated code is stale
 
 fuzz: ## run every Fuzz target for FUZZTIME (default 10s) each
 	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz
+
+chaos: ## the chaos test, long form: 30 s per phase (CI runs 4 s)
+	CHAOS_SECONDS=30 $(GO) test -count=1 -run '^TestChaos$$' -v ./e2e
+
+crash: ## kill -9 during provisioning and rewrap, long form: 200 runs each (CI runs 20)
+	CRASH_RUNS=200 $(GO) test -count=1 -timeout 60m -run '^TestKillDuring' -v ./e2e
 
 bench: ## benchmarks, each reported against a baseline from the same run
 	$(GO) test -run '^$$' -bench . -cpu 1 -benchtime 3s ./kpemu
