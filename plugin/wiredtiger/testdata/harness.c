@@ -87,6 +87,12 @@ static int insert(WT_SESSION *s, const char *table, long from, long n, const cha
 		if ((i - from) % 1000 == 999 || i == from + n - 1) {
 			if ((r = s->commit_transaction(s, NULL)) != 0)
 				break;
+			if (getenv("HARNESS_PROGRESS") != NULL) {
+				// The crash test kills the process after these lines:
+				// every row counted here is committed.
+				printf("committed %ld\n", i + 1);
+				fflush(stdout);
+			}
 		}
 	}
 	if (r != 0)
