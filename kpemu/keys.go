@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -307,21 +308,31 @@ func (s *Server) persistFailed(err error) *apiError {
 	return errServer(http.StatusInternalServerError)
 }
 
-func (s *Server) listKeys(r *http.Request, now time.Time) result {
-	q := r.URL.Query()
-	w := "Keys could not be retrieved"
-	limit, offset := defaultListSize, 0
+// page reads a list's limit (default 200, at most 5000) and offset.
+func page(q url.Values, w string) (limit, offset int, e *apiError) {
+	limit = defaultListSize
 	var err error
 	if v := q.Get("limit"); v != "" {
 		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxListSize {
-			return fail(errQueryParam(w, "limit must be an integer from 1 to 5000"))
+			return 0, 0, errQueryParam(w, "limit must be an integer from 1 to 5000")
 		}
 	}
 	if v := q.Get("offset"); v != "" {
 		if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
-			return fail(errQueryParam(w, "offset must be a non-negative integer"))
+			return 0, 0, errQueryParam(w, "offset must be a non-negative integer")
 		}
 	}
+	return limit, offset, nil
+}
+
+func (s *Server) listKeys(r *http.Request, now time.Time) result {
+	q := r.URL.Query()
+	w := "Keys could not be retrieved"
+	limit, offset, e := page(q, w)
+	if e != nil {
+		return fail(e)
+	}
+	var err error
 	states := map[int]bool{statePreActive: true, stateActive: true, stateSuspended: true, stateDeactivated: true}
 	if v := q.Get("state"); v != "" {
 		states = map[int]bool{}
@@ -499,18 +510,11 @@ func (s *Server) purgeKey(r *http.Request, now time.Time) result {
 func (s *Server) listVersions(r *http.Request, now time.Time) result {
 	q := r.URL.Query()
 	w := "KeyVersion(s) could not be retrieved"
-	limit, offset := defaultListSize, 0
+	limit, offset, e := page(q, w)
+	if e != nil {
+		return fail(e)
+	}
 	var err error
-	if v := q.Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxListSize {
-			return fail(errQueryParam(w, "limit must be an integer from 1 to 5000"))
-		}
-	}
-	if v := q.Get("offset"); v != "" {
-		if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
-			return fail(errQueryParam(w, "offset must be a non-negative integer"))
-		}
-	}
 	total, all := false, false
 	if v := q.Get("totalCount"); v != "" {
 		if total, err = strconv.ParseBool(v); err != nil {

@@ -359,11 +359,7 @@ func (p *Poller) unlock(ctx context.Context) error {
 	}
 	if dek == nil {
 		var rewrapped string
-		if err := p.timed("unwrap", func() error {
-			var err error
-			dek, rewrapped, err = p.cfg.KP.Unwrap(ctx, rec.Ciphertext, rec.AAD)
-			return err
-		}); err != nil {
+		if dek, rewrapped, err = p.unwrap(ctx, rec); err != nil {
 			return err
 		}
 		if rewrapped != "" {
@@ -397,6 +393,16 @@ func (p *Poller) check(ctx context.Context) error {
 	return nil
 }
 
+// unwrap has Key Protect unwrap the stored key, timed for the metrics.
+func (p *Poller) unwrap(ctx context.Context, rec *wdek.Record) (dek []byte, rewrapped string, err error) {
+	err = p.timed("unwrap", func() error {
+		var err error
+		dek, rewrapped, err = p.cfg.KP.Unwrap(ctx, rec.Ciphertext, rec.AAD)
+		return err
+	})
+	return dek, rewrapped, err
+}
+
 // proofInfo is the derivation input of the proof: a value both the sealer
 // and a freshly unwrapped DEK can compute, compared in constant time.
 var proofInfo = []byte("byokd/v1/proof")
@@ -411,13 +417,8 @@ func (p *Poller) proof(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var dek []byte
-	var rewrapped string
-	if err := p.timed("unwrap", func() error {
-		var err error
-		dek, rewrapped, err = p.cfg.KP.Unwrap(ctx, rec.Ciphertext, rec.AAD)
-		return err
-	}); err != nil {
+	dek, rewrapped, err := p.unwrap(ctx, rec)
+	if err != nil {
 		return err
 	}
 	want, derr := datakey.Derive(dek, proofInfo)
