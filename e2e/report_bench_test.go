@@ -151,3 +151,37 @@ func loadFor(ctx context.Context, b *testing.B, d *testenv.Byokd, n int) {
 		<-done
 	}
 }
+
+// BenchmarkKeyProtectRequestsPerHour measures, at the emulator, the Key
+// Protect and IAM requests one byokd makes, on a fast clock (poll 1 s, proof
+// 10 s, for 30 s), and scales each kind to the default settings (poll 15 s,
+// proof 10 min, IAM tokens of 1 h): metadata checks scale with the poll
+// interval, proof unwraps with the proof interval, token requests with the
+// token lifetime. The baseline is the fast run's own request rate.
+//
+//	go test -run '^$' -bench KeyProtectRequestsPerHour -benchtime 1x ./e2e
+func BenchmarkKeyProtectRequestsPerHour(b *testing.B) {
+	run := 30 * time.Second
+	k := testenv.StartKP(b)
+	root := k.RootKey(b, "bench-root")
+	d := testenv.StartByokd(b, k, testenv.Options{RootKeyID: root, Provision: true, Proof: "10s"})
+	d.WaitState(b, d.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
+	var metadata, unwrap, tokens float64
+	for b.Loop() {
+		k.ResetStats()
+		time.Sleep(run)
+		st := k.Stats()
+		metadata = float64(st["key_metadata"].Requests)
+		unwrap = float64(st["action_unwrap"].Requests)
+		tokens = float64(st["iam_token"].Requests)
+	}
+	perHour := func(n float64) float64 { return n * float64(time.Hour) / float64(run) }
+	fast := perHour(metadata + unwrap + tokens)
+	// Default settings: 15 s polls (1/15 of the fast rate), proofs every
+	// 10 min (1/60), and a token an hour (the fast run's 1 h tokens give
+	// the same rate).
+	def := perHour(metadata)/15 + perHour(unwrap)/60 + perHour(tokens)
+	b.ReportMetric(fast, "fast-req/h")
+	b.ReportMetric(def, "default-req/h")
+	b.ReportMetric(def/fast, "default-x-fast")
+}
