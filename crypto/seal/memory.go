@@ -51,11 +51,8 @@ func (m *Memory) WipeOnFork() bool {
 // before, and wipes dek whatever the outcome.
 func (m *Memory) Seal(ctx context.Context, dek []byte) error {
 	defer secmem.Wipe(dek)
-	if len(dek) != DEKSize {
-		return fmt.Errorf("seal: dek is %d bytes, want %d", len(dek), DEKSize)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("seal: %w", err)
+	if err := CheckSeal(ctx, dek); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -71,11 +68,8 @@ func (m *Memory) Seal(ctx context.Context, dek []byte) error {
 // Derive writes HKDF-Expand-SHA256(DEK, info) into out, which must be 32
 // bytes. It fails with ErrWiped when no DEK is sealed.
 func (m *Memory) Derive(ctx context.Context, info []byte, out []byte) error {
-	if len(out) != DEKSize {
-		return fmt.Errorf("derive: out is %d bytes, want %d", len(out), DEKSize)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("derive: %w", err)
+	if err := CheckDerive(ctx, info, out); err != nil {
+		return err
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()

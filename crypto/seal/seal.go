@@ -4,6 +4,9 @@ package seal
 import (
 	"context"
 	"errors"
+	"fmt"
+
+	"github.com/byokd/byokd/crypto/datakey"
 )
 
 // Sealer holds the node's DEK so that data keys can be derived without the clear DEK being handed out.
@@ -40,3 +43,31 @@ var (
 
 // DEKSize is the size of the DEK a Sealer accepts and of a derived key.
 const DEKSize = 32
+
+// CheckSeal is the argument check every backend's Seal starts with: a
+// 32-byte dek and a live context. The caller still wipes dek.
+func CheckSeal(ctx context.Context, dek []byte) error {
+	if len(dek) != DEKSize {
+		return fmt.Errorf("seal: dek is %d bytes, want %d", len(dek), DEKSize)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("seal: %w", err)
+	}
+	return nil
+}
+
+// CheckDerive is the argument check every backend's Derive starts with: a
+// 32-byte out, an info no longer than datakey.Info can build, and a live
+// context.
+func CheckDerive(ctx context.Context, info, out []byte) error {
+	if len(out) != DEKSize {
+		return fmt.Errorf("derive: out is %d bytes, want %d", len(out), DEKSize)
+	}
+	if len(info) > datakey.MaxInfoLen {
+		return fmt.Errorf("derive: info is %d bytes, want at most %d", len(info), datakey.MaxInfoLen)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("derive: %w", err)
+	}
+	return nil
+}

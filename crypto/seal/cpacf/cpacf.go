@@ -135,11 +135,8 @@ func (s *Sealer) Name() string { return "cpacf" }
 // meant to replace.
 func (s *Sealer) Seal(ctx context.Context, dek []byte) error {
 	defer secmem.Wipe(dek)
-	if len(dek) != seal.DEKSize {
-		return fmt.Errorf("seal: dek is %d bytes, want %d", len(dek), seal.DEKSize)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("seal: %w", err)
+	if err := seal.CheckSeal(ctx, dek); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -209,14 +206,8 @@ func (s *Sealer) protect(key []byte) ([]byte, error) {
 // with seal.ErrWiped when no DEK is sealed, and with seal.ErrReseal when the
 // firmware wrapping key changed since Seal.
 func (s *Sealer) Derive(ctx context.Context, info []byte, out []byte) error {
-	if len(out) != seal.DEKSize {
-		return fmt.Errorf("derive: out is %d bytes, want %d", len(out), seal.DEKSize)
-	}
-	if len(info) > datakey.MaxInfoLen {
-		return fmt.Errorf("derive: info is %d bytes, want at most %d", len(info), datakey.MaxInfoLen)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("derive: %w", err)
+	if err := seal.CheckDerive(ctx, info, out); err != nil {
+		return err
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -209,11 +209,8 @@ func (s *Sealer) unlock() { <-s.sem }
 // caller meant to replace.
 func (s *Sealer) Seal(ctx context.Context, dek []byte) error {
 	defer secmem.Wipe(dek)
-	if len(dek) != seal.DEKSize {
-		return fmt.Errorf("seal: dek is %d bytes, want %d", len(dek), seal.DEKSize)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("seal: %w", err)
+	if err := seal.CheckSeal(ctx, dek); err != nil {
+		return err
 	}
 	if err := s.lock(ctx); err != nil {
 		return fmt.Errorf("seal: %w", err)
@@ -378,14 +375,8 @@ func (s *Sealer) startSessionLocked(saltKey tpm2.TPMHandle, pub *tpm2.TPMTPublic
 // seal.ErrReseal when the TPM lost the sealed key, seal.ErrClosed after
 // Close, the context's error if it ends while the call waits for the TPM.
 func (s *Sealer) Derive(ctx context.Context, info []byte, out []byte) error {
-	if len(out) != seal.DEKSize {
-		return fmt.Errorf("derive: out is %d bytes, want %d", len(out), seal.DEKSize)
-	}
-	if len(info) > datakey.MaxInfoLen {
-		return fmt.Errorf("derive: info is %d bytes, want at most %d", len(info), datakey.MaxInfoLen)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("derive: %w", err)
+	if err := seal.CheckDerive(ctx, info, out); err != nil {
+		return err
 	}
 	if err := s.lock(ctx); err != nil {
 		return fmt.Errorf("derive: %w", err)
