@@ -3,6 +3,7 @@ package kpemu
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -57,6 +58,12 @@ type Faults struct {
 	ResetRate float64 `json:"resetRate,omitempty"`
 	// Outage resets every connection: the service is unreachable.
 	Outage bool `json:"outage,omitempty"`
+	// RateLimit caps the instance at this many Key Protect requests per
+	// second (a token bucket holding Burst, default the rate rounded up);
+	// requests over it get 429 with Retry-After, as a service quota does.
+	// It never applies to the IAM token route. Zero means no limit.
+	RateLimit float64 `json:"rateLimit,omitempty"`
+	Burst     int     `json:"burst,omitempty"`
 	// Routes limits the faults to these route names (see docs/kpemu.md);
 	// empty means every route.
 	Routes []string `json:"routes,omitempty"`
@@ -67,6 +74,12 @@ func (f Faults) validate() error {
 		if r < 0 || r > 1 {
 			return fmt.Errorf("%s must be between 0 and 1, got %v", name, r)
 		}
+	}
+	if f.RateLimit < 0 || f.Burst < 0 {
+		return fmt.Errorf("rateLimit and burst must not be negative")
+	}
+	if f.Burst > 0 && f.RateLimit == 0 {
+		return fmt.Errorf("burst needs a rateLimit")
 	}
 	if f.ErrorStatus != 0 && f.ErrorStatus != 500 && f.ErrorStatus != 502 && f.ErrorStatus != 503 && f.ErrorStatus != 504 {
 		return fmt.Errorf("errorStatus must be 500, 502, 503 or 504, got %d", f.ErrorStatus)
@@ -89,11 +102,41 @@ const (
 	faultThrottle faultKind = "throttle"
 	faultReset    faultKind = "reset"
 	faultOutage   faultKind = "outage"
+	faultLimit    faultKind = "ratelimit"
 )
 
 type faultState struct {
 	mu sync.Mutex
 	f  Faults
+	// The rate limit's token bucket.
+	tokens float64
+	filled time.Time
+}
+
+// take spends one token of the rate limit. It returns 0 when the request may
+// go on, else how long until a token is there.
+func (fs *faultState) take(now time.Time) time.Duration {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	rate := fs.f.RateLimit
+	if rate <= 0 {
+		return 0
+	}
+	burst := float64(fs.f.Burst)
+	if burst <= 0 {
+		burst = math.Ceil(rate)
+	}
+	if fs.filled.IsZero() {
+		fs.tokens = burst
+	} else {
+		fs.tokens = min(burst, fs.tokens+now.Sub(fs.filled).Seconds()*rate)
+	}
+	fs.filled = now
+	if fs.tokens >= 1 {
+		fs.tokens--
+		return 0
+	}
+	return time.Duration((1 - fs.tokens) / rate * float64(time.Second))
 }
 
 // SetFaults replaces the injected faults; the zero Faults turns them off.
@@ -103,6 +146,9 @@ func (s *Server) SetFaults(f Faults) error {
 	}
 	s.faults.mu.Lock()
 	defer s.faults.mu.Unlock()
+	if f.RateLimit != s.faults.f.RateLimit || f.Burst != s.faults.f.Burst {
+		s.faults.filled = time.Time{} // a new limit starts with a full bucket
+	}
 	s.faults.f = f
 	return nil
 }
@@ -138,6 +184,12 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, route strin
 		}
 		kind = faultLatency
 	}
+	if route != "iam_token" {
+		if wait := s.faults.take(time.Now()); wait > 0 {
+			writeError(w, errThrottled(retryAfterSeconds(wait)))
+			return faultLimit
+		}
+	}
 	switch {
 	case f.ResetRate > 0 && rand.Float64() < f.ResetRate:
 		resetConn(w)
@@ -154,11 +206,15 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, route strin
 		if ra <= 0 {
 			ra = time.Second
 		}
-		secs := int64((ra + time.Second - 1) / time.Second)
-		writeError(w, errThrottled(strconv.FormatInt(secs, 10)))
+		writeError(w, errThrottled(retryAfterSeconds(ra)))
 		return faultThrottle
 	}
 	return kind
+}
+
+// retryAfterSeconds is a Retry-After value: whole seconds, rounded up.
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
 }
 
 // resetConn drops the client's connection without an answer; on TCP it sends

@@ -96,8 +96,37 @@ func TestFaultInjectionThroughAdminAPI(t *testing.T) {
 		wantKPError(t, err, 503, "")
 		adminDo(t, e, "DELETE", "/_kpemu/faults", "")
 	})
+	t.Run("rate limit", func(t *testing.T) {
+		// 2 per second with a bucket of 3: three requests pass at once, the
+		// fourth is refused with a Retry-After that rounds the wait up.
+		adminDo(t, e, "PUT", "/_kpemu/faults", `{"rateLimit":2,"burst":3}`)
+		for i := range 3 {
+			if _, err := c.GetKeyMetadata(ctx(t), root.ID); err != nil {
+				t.Fatalf("request %d within the burst: %v", i, err)
+			}
+		}
+		status, hdr, body := e.raw("GET", "/api/v2/keys/"+root.ID+"/metadata", nil)
+		wantShape(t, status, body, 429, "TOO_MANY_REQUESTS_ERR")
+		if hdr.Get("Retry-After") != "1" {
+			t.Fatalf("Retry-After %q, want 1", hdr.Get("Retry-After"))
+		}
+		// IAM is a separate service: never limited by Key Protect's quota.
+		if e.token() == "" {
+			t.Fatal("no IAM token while Key Protect is rate limited")
+		}
+		time.Sleep(600 * time.Millisecond) // one token back at 2/s
+		if _, err := c.GetKeyMetadata(ctx(t), root.ID); err != nil {
+			t.Fatalf("after the bucket refilled: %v", err)
+		}
+		adminDo(t, e, "DELETE", "/_kpemu/faults", "")
+		for range 5 {
+			if _, err := c.GetKeyMetadata(ctx(t), root.ID); err != nil {
+				t.Fatalf("limit lifted: %v", err)
+			}
+		}
+	})
 	t.Run("bad fault settings are refused", func(t *testing.T) {
-		for _, body := range []string{`{"errorRate":2}`, `{"errorStatus":404}`, `{"latency":"soon"}`, `{"surprise":true}`, `{"latency":"-1s"}`} {
+		for _, body := range []string{`{"errorRate":2}`, `{"errorStatus":404}`, `{"latency":"soon"}`, `{"surprise":true}`, `{"latency":"-1s"}`, `{"rateLimit":-1}`, `{"burst":5}`} {
 			if st, _ := adminDo(t, e, "PUT", "/_kpemu/faults", body); st != 400 {
 				t.Fatalf("%s accepted with %d", body, st)
 			}
@@ -112,7 +141,7 @@ func TestFaultInjectionThroughAdminAPI(t *testing.T) {
 		t.Fatalf("stats: %d %s", st, b)
 	}
 	md := stats.Routes["key_metadata"]
-	if md.Requests < 5 || md.Status["200"] < 2 || md.Status["500"] != 1 || md.Status["503"] != 1 || md.Faults["reset"] < 1 || md.Faults["latency"] != 1 {
+	if md.Requests < 5 || md.Status["200"] < 2 || md.Faults["ratelimit"] != 1 || md.Status["429"] != 1 || md.Status["500"] != 1 || md.Status["503"] != 1 || md.Faults["reset"] < 1 || md.Faults["latency"] != 1 {
 		t.Fatalf("key_metadata counters: %+v", md)
 	}
 	if stats.Routes["action_unwrap"].Status["503"] != 1 || stats.Routes["keys_list"].Status["429"] != 1 || stats.Routes["iam_token"].Requests == 0 {

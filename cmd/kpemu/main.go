@@ -47,6 +47,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	actionCooldown := fs.Duration("action-cooldown", 30*time.Second, "wait the service enforces before enable/restore after a state change (0 turns it off)")
 	rotateCooldown := fs.Duration("rotate-cooldown", time.Hour, "minimum time between rotations of one key (0 turns it off)")
 	quiet := fs.Bool("quiet", false, "do not log each request")
+	rateLimit := fs.Float64("rate-limit", 0, "Key Protect requests per second the instance accepts before answering 429 (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,6 +84,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	in, err := kpemu.Listen(cfg, *addr, *certFile, *keyFile)
 	if err != nil {
 		return err
+	}
+	if *rateLimit != 0 {
+		if err := in.SetFaults(kpemu.Faults{RateLimit: *rateLimit}); err != nil {
+			_ = in.Close(context.Background())
+			return fmt.Errorf("--rate-limit: %w", err)
+		}
 	}
 	fmt.Fprintf(stdout, "kpemu listening on %s\n", in.URL)
 
