@@ -105,6 +105,12 @@ const (
 	faultLimit    faultKind = "ratelimit"
 )
 
+// answered reports whether the fault answered (or dropped) the request, so
+// the route's handler must not run.
+func (k faultKind) answered() bool {
+	return k != faultNone && k != faultLatency
+}
+
 type faultState struct {
 	mu sync.Mutex
 	f  Faults

@@ -81,7 +81,7 @@ func (s *Server) observe(name func(*http.Request) string, h http.Handler) http.H
 		route := name(r)
 		rec := &statusRecorder{ResponseWriter: w}
 		fault := s.applyFaults(rec, r, route)
-		if fault != faultReset && fault != faultOutage && fault != faultError && fault != faultThrottle {
+		if !fault.answered() {
 			r.Body = http.MaxBytesReader(rec, r.Body, maxBody)
 			h.ServeHTTP(rec, r)
 		}
