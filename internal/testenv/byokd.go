@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,6 +87,10 @@ type Options struct {
 	// Activate starts byokd under systemd-socket-activate, which creates
 	// the socket and hands it over on the first connection.
 	Activate bool
+	// Credential, when set, runs byokd as this uid/gid (the test must run as
+	// root). The folder and everything in it are handed to that user, as
+	// byokd's ownership checks and its socket require.
+	Credential *syscall.Credential
 }
 
 // StartByokd writes a config for kp and starts byokd on it. The folder is
@@ -168,11 +173,17 @@ format = "json"
 	if err := os.WriteFile(b.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if o.Credential != nil {
+		chownTree(t, dir, o.Credential)
+	}
 	b.cmd = exec.Command(filepath.Join(bins, "byokd"), "--config", b.Config)
 	if o.Activate {
 		b.cmd = exec.Command("systemd-socket-activate", "-l", b.Socket, filepath.Join(bins, "byokd"), "--config", b.Config)
 	}
 	b.cmd.Env = append(os.Environ(), o.Env...)
+	if o.Credential != nil {
+		b.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.Credential}
+	}
 	b.cmd.Stdout = b.logs
 	b.cmd.Stderr = b.logs
 	if err := b.cmd.Start(); err != nil {
@@ -201,6 +212,21 @@ format = "json"
 		time.Sleep(20 * time.Millisecond)
 	}
 	return b
+}
+
+// chownTree hands dir and everything in it to cred's uid and gid, without
+// following symlinks.
+func chownTree(t testing.TB, dir string, cred *syscall.Credential) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, int(cred.Uid), int(cred.Gid))
+	})
+	if err != nil {
+		t.Fatalf("hand %s to uid %d: %v", dir, cred.Uid, err)
+	}
 }
 
 // PID is byokd's process id.
