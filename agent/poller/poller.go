@@ -167,9 +167,9 @@ func (p *Poller) report(ctx context.Context, op string, err error) time.Duration
 		}
 		if op == "unlock" {
 			p.cfg.Machine.Fire(ctx, lock.EvUnlocked, "")
-		} else {
-			p.cfg.Machine.Fire(ctx, lock.EvCheckOK, "")
+			return p.firstWait()
 		}
+		p.cfg.Machine.Fire(ctx, lock.EvCheckOK, "")
 		return p.jittered()
 	case errors.As(err, &lerr):
 		// The stored key or the sealer, not Key Protect: lock and say so.
@@ -202,8 +202,10 @@ func (p *Poller) report(ctx context.Context, op string, err error) time.Duration
 	}
 }
 
-// nextBackoff doubles from 1 s up to the poll interval, never below the
-// server's Retry-After.
+// nextBackoff doubles from 1 s up to the poll interval, with jitter, and
+// never below the server's Retry-After. A wait set by Retry-After gets the
+// jitter on top: nodes a rate limit refused together would otherwise all come
+// back in the same second and be refused together again.
 func (p *Poller) nextBackoff(retryAfter time.Duration) time.Duration {
 	switch {
 	case p.backoff == 0:
@@ -216,9 +218,16 @@ func (p *Poller) nextBackoff(retryAfter time.Duration) time.Duration {
 	}
 	wait := p.backoff/2 + rand.N(p.backoff/2+1)
 	if retryAfter > wait {
-		wait = retryAfter
+		wait = retryAfter + rand.N(p.backoff/2+1)
 	}
 	return wait
+}
+
+// firstWait is the wait after an unlock: anywhere in one interval, so that
+// nodes that start together (a fleet after a power cut, or a key enabled
+// again) do not go on checking together, in bursts of the whole fleet.
+func (p *Poller) firstWait() time.Duration {
+	return time.Duration(rand.Int64N(int64(p.cfg.Interval))) + 1
 }
 
 func (p *Poller) jittered() time.Duration {
