@@ -98,6 +98,15 @@ type Options struct {
 // so tests can connect as other users.
 func StartByokd(t testing.TB, k *KP, o Options) *Byokd {
 	t.Helper()
+	b := PrepareByokd(t, k, o)
+	b.start(t)
+	return b
+}
+
+// PrepareByokd writes StartByokd's folder and config without starting byokd,
+// so a test can change or plant files first; then Start or RunToExit.
+func PrepareByokd(t testing.TB, k *KP, o Options) *Byokd {
+	t.Helper()
 	bins := Binaries(t)
 	dir := o.Dir
 	if dir == "" {
@@ -186,6 +195,37 @@ format = "json"
 	}
 	b.cmd.Stdout = b.logs
 	b.cmd.Stderr = b.logs
+	return b
+}
+
+// Start starts a prepared byokd and waits for its socket.
+func (b *Byokd) Start(t testing.TB) {
+	t.Helper()
+	b.start(t)
+}
+
+// RunToExit runs a prepared byokd that must refuse to start, and returns its
+// output; it fails the test if byokd is still running after 20 s or exits 0.
+func (b *Byokd) RunToExit(t testing.TB) string {
+	t.Helper()
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { b.err = b.cmd.Wait(); close(b.done) }()
+	select {
+	case <-b.done:
+	case <-time.After(20 * time.Second):
+		b.Kill()
+		t.Fatalf("byokd did not refuse to start:\n%s", b.Logs())
+	}
+	if b.err == nil {
+		t.Fatalf("byokd exited 0, want a refusal:\n%s", b.Logs())
+	}
+	return b.Logs()
+}
+
+func (b *Byokd) start(t testing.TB) {
+	t.Helper()
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +251,6 @@ format = "json"
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return b
 }
 
 // chownTree hands dir and everything in it to cred's uid and gid, without
