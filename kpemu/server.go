@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/byokd/byokd/internal/atomicfile"
 )
 
 // maxBody is the largest request body the emulator reads (1 MiB).
@@ -172,7 +174,7 @@ func (s *Server) persistLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.cfg.StatePath, b, 0o600)
+	return atomicfile.Write(s.cfg.StatePath, b, 0o600)
 }
 
 // Instance is an emulator listening on a TCP address.
