@@ -74,9 +74,10 @@ load: ## 64 clients, 1,000,000 GetDataKey calls: p50, p99, errors (CI runs 100,0
 soak: ## 10 minutes of load: goroutines and RSS must stay flat (CI runs 20 s)
 	SOAK_SECONDS=600 $(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v ./e2e
 
-bench: ## benchmarks, each reported against a baseline from the same run
-	$(GO) test -run '^$$' -bench . -cpu 1 -benchtime 3s ./kpemu
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./e2e
+# ROWS, BENCH_DISABLES and FLEET_NODES pass through the environment;
+# internal/cmd/benchreport -h lists its flags.
+bench: ## every benchmark against a baseline from the same run, rewrites docs/BENCHMARKS.md (BENCH_QUICK=1: smoke into bin/)
+	GO=$(GO) $(GO) run ./internal/cmd/benchreport
 
 bench-wiredtiger: plugin ## 1,000,000 rows of 100 bytes: none, release, strict; writes docs/BENCHMARKS.md's table
 	ROWS=$(ROWS) scripts/bench-wiredtiger

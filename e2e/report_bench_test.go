@@ -62,6 +62,7 @@ func BenchmarkLockDetection(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*9/10].Milliseconds()), "p90-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Milliseconds()), "max-ms")
 	b.ReportMetric(float64(lat[len(lat)-1])/float64(interval), "max-x-interval")
+	b.ReportMetric(float64(interval.Milliseconds()), "interval-ms")
 }
 
 // BenchmarkStartToUnlocked starts byokd on a stored wrapped key and measures
