@@ -37,11 +37,11 @@ func TestNextBackoffRetryAfter(t *testing.T) {
 	}
 }
 
-func TestFirstWaitSpreadsOverOneInterval(t *testing.T) {
-	p := New(Config{Interval: 15 * time.Second, Jitter: 0.1})
+func TestOnlyTheFirstRoundIsSpreadOverAnInterval(t *testing.T) {
 	var early, late int
 	for range 1000 {
-		w := p.firstWait()
+		p := New(Config{Interval: 15 * time.Second, Jitter: 0.1})
+		w := p.next()
 		if w <= 0 || w > 15*time.Second {
 			t.Fatalf("first wait %v, want within (0, 15s]", w)
 		}
@@ -51,8 +51,15 @@ func TestFirstWaitSpreadsOverOneInterval(t *testing.T) {
 		if w > 10*time.Second {
 			late++
 		}
+		// Later rounds keep the interval, with its ±10% jitter.
+		for range 3 {
+			if w := p.next(); w < 13500*time.Millisecond || w > 16500*time.Millisecond {
+				t.Fatalf("a later wait of %v, want within 15s ±10%%", w)
+			}
+		}
 	}
-	// Uniform: about a third in each; jittered() alone would put none below 13.5 s.
+	// Uniform: about a third in each; the jittered interval alone would
+	// put none below 13.5 s.
 	if early < 200 || late < 200 {
 		t.Fatalf("of 1000 first waits %d were under 5s and %d over 10s, want both near 333", early, late)
 	}

@@ -75,6 +75,7 @@ type Poller struct {
 	version   string // root key version the stored ciphertext was made under
 	reseal    atomic.Bool
 	kick      chan struct{}
+	spread    bool // the first round's wait has been spread over an interval
 }
 
 // New returns a poller; Run starts it.
@@ -167,20 +168,20 @@ func (p *Poller) report(ctx context.Context, op string, err error) time.Duration
 		}
 		if op == "unlock" {
 			p.cfg.Machine.Fire(ctx, lock.EvUnlocked, "")
-			return p.firstWait()
+		} else {
+			p.cfg.Machine.Fire(ctx, lock.EvCheckOK, "")
 		}
-		p.cfg.Machine.Fire(ctx, lock.EvCheckOK, "")
-		return p.jittered()
+		return p.next()
 	case errors.As(err, &lerr):
 		// The stored key or the sealer, not Key Protect: lock and say so.
 		p.cfg.Log.Error("cannot unlock", "op", op, "err", err)
 		p.cfg.Machine.Fire(ctx, lock.EvAuthoritative, lerr.reason)
-		return p.jittered()
+		return p.next()
 	case v.Class == keyprotect.Authoritative:
 		p.backoff = 0
 		p.cfg.Log.Warn("root key refused", "op", op, "reason", v.Reason, "err", err)
 		p.cfg.Machine.Fire(ctx, lock.EvAuthoritative, v.Reason)
-		return p.jittered()
+		return p.next()
 	default:
 		p.cfg.Log.Warn("key protect unreachable", "op", op, "reason", v.Reason, "err", err)
 		st := p.cfg.Machine.Status().State
@@ -223,11 +224,19 @@ func (p *Poller) nextBackoff(retryAfter time.Duration) time.Duration {
 	return wait
 }
 
-// firstWait is the wait after an unlock: anywhere in one interval, so that
-// nodes that start together (a fleet after a power cut, or a key enabled
-// again) do not go on checking together, in bursts of the whole fleet.
-func (p *Poller) firstWait() time.Duration {
-	return time.Duration(rand.Int64N(int64(p.cfg.Interval))) + 1
+// next is the wait before the next round after an answer from Key Protect
+// or a local failure: the interval with jitter, except after the process's
+// first such round, which waits anywhere in one interval. Nodes started
+// together (a fleet after a power cut) would otherwise go on polling in step,
+// the whole fleet within a few seconds of every interval; later rounds keep
+// the spread, so a fleet that unlocks again after a disable is not spread a
+// second time, which would add checks to the busiest interval.
+func (p *Poller) next() time.Duration {
+	if !p.spread {
+		p.spread = true
+		return time.Duration(rand.Int64N(int64(p.cfg.Interval))) + 1
+	}
+	return p.jittered()
 }
 
 func (p *Poller) jittered() time.Duration {
