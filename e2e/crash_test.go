@@ -46,18 +46,6 @@ func checkKeyFile(t *testing.T, path string) bool {
 	return true
 }
 
-func freshDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "bk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	_ = os.Chmod(dir, 0o711)
-	_ = os.Mkdir(filepath.Join(dir, "state"), 0o700)
-	return dir
-}
-
 // TestKillDuringProvisioningNeverLosesTheKey kills byokd at random points
 // while it provisions. After each kill the key file is absent or whole, and
 // a restarted byokd unlocks; a key served before the kill is the one served
@@ -66,7 +54,7 @@ func TestKillDuringProvisioningNeverLosesTheKey(t *testing.T) {
 	k := testenv.StartKP(t)
 	for i := range crashRuns() {
 		root := k.RootKey(t, "crash-root")
-		dir := freshDir(t)
+		dir := testenv.Dir(t)
 		b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Dir: dir})
 		var before []byte
 		kill := time.Duration(rand.IntN(40)) * time.Millisecond
@@ -101,7 +89,7 @@ func TestKillDuringProvisioningNeverLosesTheKey(t *testing.T) {
 func TestKillDuringRewrapNeverLosesTheKey(t *testing.T) {
 	k := testenv.StartKP(t)
 	root := k.RootKey(t, "crash-root")
-	dir := freshDir(t)
+	dir := testenv.Dir(t)
 	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Dir: dir})
 	b.WaitState(t, b.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
 	want := dataKey(t, b.Client(), "probe")

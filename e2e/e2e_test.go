@@ -333,13 +333,7 @@ func TestCorruptOrForeignKeyFileStaysLockedAndIsNotReplaced(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			k := testenv.StartKP(t)
 			root := k.RootKey(t, "node-root")
-			dir, err := os.MkdirTemp("", "bk")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			_ = os.Chmod(dir, 0o711)
-			_ = os.Mkdir(filepath.Join(dir, "state"), 0o700)
+			dir := testenv.Dir(t)
 			path := filepath.Join(dir, "state", "dek.json")
 			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 				t.Fatal(err)

@@ -36,13 +36,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	root := k.RootKey(t, "hygiene-root")
 
 	// Provision by hand with the known DEK, as byokd would store it.
-	dir, err := os.MkdirTemp("", "bk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	_ = os.Chmod(dir, 0o711)
-	_ = os.Mkdir(filepath.Join(dir, "state"), 0o700)
+	dir := testenv.Dir(t)
 	aad := []string{"byokd", "cluster:test-cluster"}
 	var ct string
 	k.Do(t, "wrap the known DEK", func(ctx context.Context, c *kp.Client) error {
@@ -77,7 +71,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	outputs = append(outputs, errOut)
 	k.Do(t, "disable", func(ctx context.Context, c *kp.Client) error { return c.DisableKey(ctx, root) })
 	b.WaitState(t, c, pb.State_STATE_LOCKED, 3*time.Second)
-	_, err = c.GetDataKey(ctx(t), &pb.GetDataKeyRequest{KeyId: "t"})
+	_, err := c.GetDataKey(ctx(t), &pb.GetDataKeyRequest{KeyId: "t"})
 	outputs = append(outputs, fmt.Sprint(err))
 	out, _, _ := b.Ctl(t, nil, "status", "--json")
 	outputs = append(outputs, out)

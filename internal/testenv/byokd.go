@@ -99,8 +99,28 @@ type Options struct {
 func StartByokd(t testing.TB, k *KP, o Options) *Byokd {
 	t.Helper()
 	b := PrepareByokd(t, k, o)
-	b.start(t)
+	b.Start(t)
 	return b
+}
+
+// Dir makes the folder StartByokd uses when Options.Dir is empty, for a
+// test to put files in before: short (unix socket paths are limited to 108
+// bytes), world-traversable, with a private state/ folder. It is removed at
+// the end of the test.
+func Dir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // PrepareByokd writes StartByokd's folder and config without starting byokd,
@@ -110,18 +130,7 @@ func PrepareByokd(t testing.TB, k *KP, o Options) *Byokd {
 	bins := Binaries(t)
 	dir := o.Dir
 	if dir == "" {
-		var err error
-		dir, err = os.MkdirTemp("", "bk")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		if err := os.Chmod(dir, 0o711); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Mkdir(filepath.Join(dir, "state"), 0o700); err != nil {
-			t.Fatal(err)
-		}
+		dir = Dir(t)
 	}
 	apiKey := o.APIKey
 	if apiKey == "" {
@@ -198,20 +207,11 @@ format = "json"
 	return b
 }
 
-// Start starts a prepared byokd and waits for its socket.
-func (b *Byokd) Start(t testing.TB) {
-	t.Helper()
-	b.start(t)
-}
-
 // RunToExit runs a prepared byokd that must refuse to start, and returns its
 // output; it fails the test if byokd is still running after 20 s or exits 0.
 func (b *Byokd) RunToExit(t testing.TB) string {
 	t.Helper()
-	if err := b.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { b.err = b.cmd.Wait(); close(b.done) }()
+	b.launch(t)
 	select {
 	case <-b.done:
 	case <-time.After(20 * time.Second):
@@ -224,12 +224,19 @@ func (b *Byokd) RunToExit(t testing.TB) string {
 	return b.Logs()
 }
 
-func (b *Byokd) start(t testing.TB) {
+// launch starts the process; done closes when it exits.
+func (b *Byokd) launch(t testing.TB) {
 	t.Helper()
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { b.err = b.cmd.Wait(); close(b.done) }()
+}
+
+// Start starts a prepared byokd and waits for its socket.
+func (b *Byokd) Start(t testing.TB) {
+	t.Helper()
+	b.launch(t)
 	t.Cleanup(func() {
 		b.Stop()
 		if t.Failed() {
