@@ -88,14 +88,24 @@ func BenchmarkIdleRSS(b *testing.B) {
 }
 
 func rssKiB(pid int) (int, error) {
-	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procStatus(pid, "VmRSS")
 	if err != nil {
 		return 0, err
 	}
+	return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(v, "kB")))
+}
+
+// procStatus is the value of a field of /proc/PID/status ("VmRSS",
+// "Uid"), its spaces trimmed.
+func procStatus(pid int, field string) (string, error) {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", err
+	}
 	for _, line := range strings.Split(string(s), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.TrimSpace(v), nil
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	return "", fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }

@@ -85,21 +85,19 @@ func TestByokdNotDumpable(t *testing.T) {
 // realUID is the real uid in /proc/PID/status ("Uid: real effective saved fs").
 func realUID(t *testing.T, pid int) uint32 {
 	t.Helper()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procStatus(pid, "Uid")
 	if err != nil {
-		t.Fatalf("read status of pid %d: %v", pid, err)
+		t.Fatalf("pid %d: %v", pid, err)
 	}
-	for _, l := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "Uid:" {
-			uid, err := strconv.ParseUint(f[1], 10, 32)
-			if err != nil {
-				t.Fatalf("pid %d: bad Uid line %q", pid, l)
-			}
-			return uint32(uid)
-		}
+	f := strings.Fields(v)
+	if len(f) == 0 {
+		t.Fatalf("pid %d: empty Uid line", pid)
 	}
-	t.Fatalf("pid %d: no Uid line in /proc/%d/status", pid, pid)
-	return 0
+	uid, err := strconv.ParseUint(f[0], 10, 32)
+	if err != nil {
+		t.Fatalf("pid %d: bad Uid line %q", pid, v)
+	}
+	return uint32(uid)
 }
 
 func procOwner(t *testing.T, path string) (uid, gid uint32) {
