@@ -13,6 +13,7 @@ import (
 
 	kp "github.com/IBM/keyprotect-go-client"
 
+	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/keyprotect"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/poller"
@@ -47,36 +48,16 @@ type fleetNode struct {
 	unlockedAt atomic.Int64 // ... into UNLOCKED
 }
 
-// fleetConfig is the nodes' poll settings; zero values take byokd's defaults
-// (agent/config): poll 15 s ±10%, a proof unwrap every 10 min, 1 h grace.
+// fleetConfig is the fleet's size and its nodes' poll settings.
 type fleetConfig struct {
-	nodes    int
-	interval time.Duration
-	jitter   float64
-	proof    time.Duration
-	grace    time.Duration
-}
-
-func (c *fleetConfig) fill() {
-	if c.interval == 0 {
-		c.interval = 15 * time.Second
-	}
-	if c.jitter == 0 {
-		c.jitter = 0.1
-	}
-	if c.proof == 0 {
-		c.proof = 10 * time.Minute
-	}
-	if c.grace == 0 {
-		c.grace = time.Hour
-	}
+	nodes int
+	poll  config.Poll
 }
 
 // startFleet builds every node, then starts them all at once, as after a
 // fleet-wide power cut, each provisioning its wrapped key.
 func startFleet(t testing.TB, k *testenv.KP, root string, cfg fleetConfig) *fleet {
 	t.Helper()
-	cfg.fill()
 	base, err := os.MkdirTemp("", "fleet")
 	if err != nil {
 		t.Fatal(err)
@@ -123,8 +104,8 @@ func startFleet(t testing.TB, k *testenv.KP, root string, cfg fleetConfig) *flee
 		n.p = poller.New(poller.Config{
 			KP: n.kpc, Store: n.store, Sealer: n.sealer, Machine: n.m,
 			RootKeyID: root, InstanceID: testenv.InstanceID, ClusterID: fmt.Sprintf("fleet-%04d", i),
-			Provision: true, Interval: cfg.interval, Jitter: cfg.jitter,
-			ProofInterval: cfg.proof, OfflineGrace: cfg.grace,
+			Provision: true, Interval: time.Duration(cfg.poll.Interval), Jitter: cfg.poll.Jitter,
+			ProofInterval: time.Duration(cfg.poll.ProofInterval), OfflineGrace: time.Duration(cfg.poll.OfflineGrace),
 		})
 		f.nodes = append(f.nodes, n)
 	}
@@ -235,6 +216,8 @@ func (f *fleet) setKey(t testing.TB, enable bool) {
 // enable. FLEET_NODES changes the size.
 func TestFleet(t *testing.T) {
 	n := envInt("FLEET_NODES", 100)
+	poll := config.DefaultPoll()
+	poll.Interval = config.Duration(time.Second)
 	interval := time.Second
 	k := testenv.StartKP(t)
 	root := k.RootKey(t, "fleet-root")
@@ -244,7 +227,7 @@ func TestFleet(t *testing.T) {
 	}
 	k.ResetStats()
 	start := time.Now()
-	f := startFleet(t, k, root, fleetConfig{nodes: n, interval: interval})
+	f := startFleet(t, k, root, fleetConfig{nodes: n, poll: poll})
 	up := f.waitAll(t, lock.Unlocked, start, 60*time.Second)
 	startLoad := fleetLoad(k.Stats())
 	t.Logf("%d nodes unlocked in %v; %d Key Protect requests, %d answered 429", n, up[len(up)-1], startLoad.requests, startLoad.throttled)
@@ -271,7 +254,7 @@ func TestFleet(t *testing.T) {
 	t.Logf("lock detection: p50 %v, max %v", det[len(det)/2], det[len(det)-1])
 	// A node can be between a throttled check and its retry (Retry-After
 	// 1 s) when the key is disabled.
-	if bound := interval + time.Duration(float64(interval)*0.1) + 2*time.Second; det[len(det)-1] > bound {
+	if bound := interval + time.Duration(float64(interval)*poll.Jitter) + 2*time.Second; det[len(det)-1] > bound {
 		t.Fatalf("slowest node locked %v after the disable, want within %v", det[len(det)-1], bound)
 	}
 
@@ -312,8 +295,8 @@ func BenchmarkFleet(b *testing.B) {
 }
 
 func benchFleet(b *testing.B, n int, limit float64, steady time.Duration) {
-	cfg := fleetConfig{nodes: n}
-	cfg.fill()
+	cfg := fleetConfig{nodes: n, poll: config.DefaultPoll()}
+	interval := time.Duration(cfg.poll.Interval)
 	k := testenv.StartKP(b)
 	root := k.RootKey(b, "fleet-root")
 	if err := k.SetFaults(kpemu.Faults{RateLimit: limit}); err != nil {
@@ -338,7 +321,7 @@ func benchFleet(b *testing.B, n int, limit float64, steady time.Duration) {
 
 	t0 := time.Now()
 	f.setKey(b, false)
-	det := f.waitAll(b, lock.Locked, t0, 10*cfg.interval)
+	det := f.waitAll(b, lock.Locked, t0, 10*interval)
 
 	k.ResetStats()
 	t1 := time.Now()
@@ -356,11 +339,11 @@ func benchFleet(b *testing.B, n int, limit float64, steady time.Duration) {
 	b.ReportMetric(float64(peak), "steady-peak-req/s")
 	b.ReportMetric(float64(l.throttled), "steady-429s")
 	b.ReportMetric(float64(l.requests+l.iam)/steady.Hours()/float64(n), "req/node/h")
-	b.ReportMetric(ms(cfg.interval), "interval-ms")
+	b.ReportMetric(ms(interval), "interval-ms")
 	b.ReportMetric(ms(det[len(det)/2]), "detect-p50-ms")
 	b.ReportMetric(ms(det[len(det)*9/10]), "detect-p90-ms")
 	b.ReportMetric(ms(det[len(det)-1]), "detect-max-ms")
-	b.ReportMetric(float64(det[len(det)-1])/float64(cfg.interval), "detect-max-x-interval")
+	b.ReportMetric(float64(det[len(det)-1])/float64(interval), "detect-max-x-interval")
 	b.ReportMetric(back[len(back)-1].Seconds(), "unlock-all-s")
 	b.ReportMetric(float64(recovery.throttled), "recover-429s")
 }

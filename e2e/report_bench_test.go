@@ -10,6 +10,7 @@ import (
 
 	kp "github.com/IBM/keyprotect-go-client"
 
+	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/internal/testenv"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
@@ -178,10 +179,13 @@ func BenchmarkKeyProtectRequestsPerHour(b *testing.B) {
 	}
 	perHour := func(n float64) float64 { return n * float64(time.Hour) / float64(run) }
 	fast := perHour(metadata + unwrap + tokens)
-	// Default settings: 15 s polls (1/15 of the fast rate), proofs every
-	// 10 min (1/60), and a token an hour (the fast run's 1 h tokens give
-	// the same rate).
-	def := perHour(metadata)/15 + perHour(unwrap)/60 + perHour(tokens)
+	// Default settings (config.DefaultPoll): polls every 15 s against the
+	// fast run's 1 s (1/15 of its rate), proofs every 10 min against its
+	// 10 s (1/60), and a token an hour (the fast run's 1 h tokens give the
+	// same rate).
+	poll := config.DefaultPoll()
+	def := perHour(metadata)*float64(time.Second)/float64(poll.Interval) +
+		perHour(unwrap)*float64(10*time.Second)/float64(poll.ProofInterval) + perHour(tokens)
 	b.ReportMetric(fast, "fast-req/h")
 	b.ReportMetric(def, "default-req/h")
 	b.ReportMetric(def/fast, "default-x-fast")

@@ -187,6 +187,9 @@ func defaults() *Config {
 	}
 }
 
+// DefaultPoll is the [poll] table of an empty configuration.
+func DefaultPoll() Poll { return defaults().Poll }
+
 // Load reads and parses the configuration file at path. It refuses a file
 // that is not a regular file (a symbolic link to one is fine) or that group
 // or others can write, since whoever can write it decides which key server
