@@ -44,7 +44,9 @@ func TestNotifyProtocol(t *testing.T) {
 	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true,
 		Env: []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=600000"}})
 	b.WaitState(t, b.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
-	time.Sleep(700 * time.Millisecond) // a few watchdog periods
+	// A few watchdog periods, and at least one poll (1 s interval) that
+	// leaves the status as it was.
+	time.Sleep(1700 * time.Millisecond)
 	if err := b.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -181,7 +181,11 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		Wipe: sealer.Wipe,
 		Transition: func(from, to lock.Status, ev lock.Event) {
 			mt.SetState(to.State.String())
-			sd.Status(statusLine(to))
+			// Every successful check fires a transition; systemd hears
+			// only of a changed status line.
+			if line := statusLine(to); line != statusLine(from) {
+				sd.Status(line)
+			}
 			if from.State == to.State {
 				return
 			}

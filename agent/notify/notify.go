@@ -6,7 +6,6 @@ package notify
 import (
 	"context"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,9 +16,6 @@ import (
 // every call does nothing.
 type Notifier struct {
 	send func(state string) (bool, error)
-
-	mu     sync.Mutex
-	status string // the last STATUS sent
 }
 
 // New reads $NOTIFY_SOCKET at each send, as systemd sets it for the unit.
@@ -31,22 +27,11 @@ func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
 // Ready says the service is up (the socket is served, locked or not).
 func (n *Notifier) Ready(status string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.status = oneLine(status)
-	_, _ = n.send(daemon.SdNotifyReady + "\nSTATUS=" + n.status)
+	_, _ = n.send(daemon.SdNotifyReady + "\nSTATUS=" + oneLine(status))
 }
 
-// Status sets the one-line status systemctl shows. A status equal to the
-// last one sent is not sent again: every successful check reports one.
-func (n *Notifier) Status(status string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if s := oneLine(status); s != n.status {
-		n.status = s
-		_, _ = n.send("STATUS=" + s)
-	}
-}
+// Status sets the one-line status systemctl shows.
+func (n *Notifier) Status(status string) { _, _ = n.send("STATUS=" + oneLine(status)) }
 
 // Stopping says the service is shutting down.
 func (n *Notifier) Stopping() { _, _ = n.send(daemon.SdNotifyStopping) }

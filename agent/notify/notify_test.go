@@ -62,7 +62,6 @@ func TestReadyStatusStoppingReachTheNotifySocket(t *testing.T) {
 	if m := next(t, ch); m != "STATUS=UNLOCKED" {
 		t.Fatalf("status: %q", m)
 	}
-	n.Status("UNLOCKED") // the same again: not sent
 	n.Stopping()
 	if m := next(t, ch); m != "STOPPING=1" {
 		t.Fatalf("stopping: %q", m)
