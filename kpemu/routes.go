@@ -32,7 +32,7 @@ func (s *Server) routes() http.Handler {
 	fixed := func(name string) func(*http.Request) string {
 		return func(*http.Request) string { return name }
 	}
-	iam := s.observe(fixed("iam_token"), http.HandlerFunc(s.handleToken))
+	iam := s.observe(fixed(routeIAMToken), http.HandlerFunc(s.handleToken))
 	mux.Handle("POST /identity/token", iam)
 	mux.Handle("POST /oidc/token", iam)
 
