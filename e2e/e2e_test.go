@@ -153,6 +153,25 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
+// rotate rotates the root key and waits until byokd, unlocked, reports a key
+// version other than v1: the re-wrapped key is persisted by then (the
+// version byokd reports changes only after the file is replaced).
+func rotate(t *testing.T, k *testenv.KP, root string, b *testenv.Byokd, c pb.KeyProviderServiceClient, v1 string) {
+	t.Helper()
+	k.Do(t, "rotate", func(ctx context.Context, kc *kp.Client) error { return kc.Rotate(ctx, root, "") })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err := c.Status(ctx(t), &pb.StatusRequest{})
+		if err == nil && s.GetKeyVersion() != v1 && s.GetState() == pb.State_STATE_UNLOCKED {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotation not picked up: %v %v\n%s", s, err, b.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func TestRotationPersistsRewrappedKeyWithSameDataKeys(t *testing.T) {
 	k := testenv.StartKP(t)
 	root := k.RootKey(t, "node-root")
@@ -164,18 +183,7 @@ func TestRotationPersistsRewrappedKeyWithSameDataKeys(t *testing.T) {
 	path := filepath.Join(b.Dir, "state", "dek.json")
 	before, _ := os.ReadFile(path)
 
-	k.Do(t, "rotate", func(ctx context.Context, kc *kp.Client) error { return kc.Rotate(ctx, root, "") })
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s, err := c.Status(ctx(t), &pb.StatusRequest{})
-		if err == nil && s.GetKeyVersion() != v1 && s.GetState() == pb.State_STATE_UNLOCKED {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rotation not picked up: %v %v\n%s", s, err, b.Logs())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	rotate(t, k, root, b, c, v1)
 	after, _ := os.ReadFile(path)
 	if bytes.Equal(before, after) {
 		t.Fatal("the re-wrapped key was not persisted")

@@ -2,15 +2,12 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	kp "github.com/IBM/keyprotect-go-client"
 
 	"github.com/byokd/byokd/internal/testenv"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
@@ -149,19 +146,8 @@ func TestStateFilesArePrivate(t *testing.T) {
 	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true})
 	c := b.Client()
 	v1 := b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second).GetKeyVersion()
-	k.Do(t, "rotate", func(ctx context.Context, kc *kp.Client) error { return kc.Rotate(ctx, root, "") })
+	rotate(t, k, root, b, c, v1)
 	state := filepath.Join(b.Dir, "state")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s, err := c.Status(ctx(t), &pb.StatusRequest{})
-		if _, perr := os.Lstat(filepath.Join(state, "dek.json.prev")); err == nil && perr == nil && s.GetKeyVersion() != v1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rotation not persisted: %v\n%s", err, b.Logs())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("state folder: %v %v, want 0700", fi.Mode(), err)
 	}
