@@ -135,21 +135,14 @@ func (s sheet) get(bench, unit string) float64 {
 	return vs[len(vs)-1]
 }
 
-// names returns, in order of first appearance, the names of the results
-// of bench: its sub-benchmarks (bench/...) if it has any, else bench.
-func (s sheet) names(bench string) []string {
+// subs returns, in order of first appearance, the names of bench's
+// sub-benchmarks (bench/...).
+func (s sheet) subs(bench string) []string {
 	var subs []string
-	self := false
 	for _, r := range s.results {
-		switch {
-		case r.Name == bench:
-			self = true
-		case strings.HasPrefix(r.Name, bench+"/") && !slices.Contains(subs, r.Name):
+		if strings.HasPrefix(r.Name, bench+"/") && !slices.Contains(subs, r.Name) {
 			subs = append(subs, r.Name)
 		}
-	}
-	if len(subs) == 0 && self {
-		return []string{bench}
 	}
 	return subs
 }

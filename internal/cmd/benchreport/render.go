@@ -274,24 +274,18 @@ func kpRequests(sh sheet, s Settings) (*Section, float64) {
 	return sec, def
 }
 
-// fleet renders BenchmarkFleet: one table per run (its sub-benchmarks, as
-// limit=none and limit=100, or the benchmark itself). Key Protect load is
-// set against the single node of the same make bench run and the rate
-// limit, detection and recovery against the poll interval, the start and
-// recovery of a rate-limited run against the run with no limit when there
-// is one, 429 answers per node.
+// fleet renders BenchmarkFleet: one table per run, its sub-benchmarks
+// limit=none and limit=N. Key Protect load is set against the single node of
+// the same make bench run and the rate limit, detection and recovery against
+// the poll interval, the start and recovery of a rate-limited run against
+// the run with no limit, 429 answers per node.
 func fleet(sh sheet, oneNode float64) []Section {
 	const bench = "BenchmarkFleet"
-	runs := sh.names(bench)
-	if len(runs) == 0 {
-		sh.get(bench, "nodes") // records what is missing
+	free := bench + "/limit=none" // the run with no rate limit, the others' baseline
+	runs := sh.subs(bench)
+	if !slices.Contains(runs, free) {
+		sh.get(free, "nodes") // records what is missing
 		return nil
-	}
-	var free string // the run with no rate limit, the others' baseline
-	for _, name := range runs {
-		if v := sh.all(name, "kp-limit-req/s"); len(v) > 0 && v[len(v)-1] == 0 && free == "" {
-			free = name
-		}
 	}
 	var secs []Section
 	for _, name := range runs {
@@ -321,17 +315,13 @@ func fleet(sh sheet, oneNode float64) []Section {
 		start, unlock := get("start-all-unlocked-s"), get("unlock-all-s")
 		startBase, startRatio := "", ""
 		unlockBase, unlockRatio := "poll interval "+duration(iv*1e6), ratio(div(unlock*1e3, iv))
-		switch {
-		case free != "" && name != free:
+		if name == free {
+			startBase, startRatio = "none: this run is the baseline of the rate-limited one", ratio(1)
+		} else {
 			fs, fu := sh.get(free, "start-all-unlocked-s"), sh.get(free, "unlock-all-s")
 			startBase, startRatio = "the same with no rate limit: "+duration(fs*1e9), ratio(div(start, fs))
 			unlockBase = "the same with no rate limit: " + duration(fu*1e9)
 			unlockRatio = ratio(div(unlock, fu)) + "; " + ratio(div(unlock*1e3, iv)) + " the poll interval"
-		case limit > 0:
-			admit := div(nodes, limit)
-			startBase, startRatio = "nodes ÷ rate limit, the time the limit takes to admit one request per node: "+duration(admit*1e9), ratio(div(start, admit))
-		default:
-			startBase, startRatio = "none: this run is the baseline of the rate-limited one", ratio(1)
 		}
 		sec.Table.add("all nodes started at once, provisioning, until all UNLOCKED", duration(start*1e9), startBase, startRatio)
 		sec.Table.add("429 answers during the start", count(get("start-429s")), count(nodes)+" nodes", perNode(get("start-429s")))

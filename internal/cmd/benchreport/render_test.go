@@ -124,7 +124,7 @@ func TestReportFailsLoudlyOnAMissingFigure(t *testing.T) {
 		name:    "the fleet benchmark failed to report at all",
 		section: secFleet,
 		edit:    func(string) string { return "--- FAIL: BenchmarkFleet\nFAIL\n" },
-		want:    []string{"BenchmarkFleet nodes: no result line"},
+		want:    []string{"BenchmarkFleet/limit=none nodes: no result line"},
 	}, {
 		name:    "one fleet run lacks a unit",
 		section: secFleet,
@@ -214,26 +214,19 @@ func TestSettingsFromEnvironment(t *testing.T) {
 	}
 }
 
-func TestFleetWithoutSubBenchmarks(t *testing.T) {
+func TestFleetWithoutItsUnlimitedRunFails(t *testing.T) {
 	s := fullSettings(t)
 	outputs := cannedOutputs(t)
-	single, err := os.ReadFile(filepath.Join("testdata", "fleet-single.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	outputs[secFleet] = single
-	doc := buildAndRender(t, s, outputs)
-	for _, want := range []string{
-		"1,000 nodes against one kpemu with a rate limit of 100 requests/s per instance, poll interval 15.0 s.",
-		"| 42.0 s | nodes ÷ rate limit, the time the limit takes to admit one request per node: 10.0 s | 4.20× |",
-		"| root key enabled again: time until all nodes UNLOCKED | 31.5 s | poll interval 15.0 s | 2.10× |",
-	} {
-		if !strings.Contains(doc, want) {
-			t.Errorf("report lacks %q", want)
+	var kept []string
+	for _, l := range strings.Split(string(outputs[secFleet]), "\n") {
+		if !strings.HasPrefix(l, "BenchmarkFleet/limit=none") {
+			kept = append(kept, l)
 		}
 	}
-	if strings.Contains(doc, "### ") {
-		t.Error("a single fleet run has a sub-heading")
+	outputs[secFleet] = []byte(strings.Join(kept, "\n"))
+	if _, err := build(testMachine, s, commands(s, "/tmp/wt"), outputs); err == nil ||
+		!strings.Contains(err.Error(), "BenchmarkFleet/limit=none nodes: no result line") {
+		t.Errorf("fleet without its limit=none baseline: err = %v, want one naming it", err)
 	}
 }
 
