@@ -66,10 +66,10 @@ func decodeAction(action string, body []byte) (req actionRequest, plaintext []by
 		}
 	case "unwrap", "rewrap":
 		if req.Ciphertext == "" {
-			return req, nil, errFieldMust(w, "ciphertext", "the original base64 encoded ciphertext from the wrap operation")
+			return req, nil, errFieldMust(w, "ciphertext", msgCiphertextMust)
 		}
 		if _, err := base64.StdEncoding.DecodeString(req.Ciphertext); err != nil {
-			return req, nil, errFieldMust(w, "ciphertext", "the original base64 encoded ciphertext from the wrap operation: "+err.Error())
+			return req, nil, errFieldMust(w, "ciphertext", msgCiphertextMust+": "+err.Error())
 		}
 	case "rotate":
 		if req.EncryptedNonce != "" || req.IV != "" {

@@ -199,7 +199,7 @@ func TestWrapUnwrapBindsAAD(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := c.Unwrap(ctx(t), root.ID, ct, bad)
-			wantKPError(t, err, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+			wantBadCiphertext(t, err)
 		})
 	}
 
@@ -209,7 +209,7 @@ func TestWrapUnwrapBindsAAD(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = c.Unwrap(ctx(t), other.ID, ct, &aad)
-	wantKPError(t, err, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+	wantBadCiphertext(t, err)
 
 	// A tampered ciphertext fails rather than unwrapping to garbage.
 	env, ctRaw, iv, perr := parseEnvelope(string(ct))
@@ -221,9 +221,44 @@ func TestWrapUnwrapBindsAAD(t *testing.T) {
 	env.IV = base64.StdEncoding.EncodeToString(iv)
 	tampered := reEnvelope(t, env)
 	_, err = c.Unwrap(ctx(t), root.ID, tampered, &aad)
-	wantKPError(t, err, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+	wantBadCiphertext(t, err)
 	_, err = c.Unwrap(ctx(t), root.ID, []byte("bm90IGEgY2lwaGVydGV4dA=="), &aad)
-	wantKPError(t, err, 422, "UNPROCESSABLE_CIPHERTEXT_ERR")
+	wantBadCiphertext(t, err)
+
+	// Rewrap answers the same for the same mistakes.
+	for name, body := range map[string]string{
+		"wrong AAD":          `{"ciphertext":"` + string(ct) + `","aad":["byokd"]}`,
+		"tampered":           `{"ciphertext":"` + string(tampered) + `","aad":["byokd","cluster:c1"]}`,
+		"not an envelope":    `{"ciphertext":"bm90IGEgY2lwaGVydGV4dA=="}`,
+		"another key's wrap": `{"ciphertext":"` + string(ct) + `","aad":["byokd","cluster:c1"]}`,
+	} {
+		keyID := root.ID
+		if name == "another key's wrap" {
+			keyID = other.ID
+		}
+		status, _, body := e.raw("POST", "/api/v2/keys/"+keyID+"/actions/rewrap", []byte(body))
+		wantShape(t, status, body, 400, "INVALID_FIELD_ERR")
+		if !bytes.Contains(body, []byte(ciphertextReason)) || !bytes.Contains(body, []byte(`"target":{"type":"field","name":"ciphertext"}`)) {
+			t.Fatalf("rewrap %s: %s", name, body)
+		}
+	}
+}
+
+// ciphertextReason is the service's reason for a ciphertext that does not
+// unwrap (error-messages.md, "Invalid field error").
+const ciphertextReason = "The field `ciphertext` must be: the original base64 encoded ciphertext from the wrap operation"
+
+// wantBadCiphertext checks the service's answer to a ciphertext that does not
+// unwrap: 400 INVALID_FIELD_ERR aimed at the ciphertext field, never 422.
+func wantBadCiphertext(t *testing.T, err error) {
+	t.Helper()
+	kerr := wantKPError(t, err, 400, "INVALID_FIELD_ERR")
+	if kerr.Reasons[0].Message != ciphertextReason {
+		t.Fatalf("reason %q, want %q", kerr.Reasons[0].Message, ciphertextReason)
+	}
+	if !bytes.Contains(kerr.BodyContent, []byte(`"target":{"type":"field","name":"ciphertext"}`)) {
+		t.Fatalf("no ciphertext target: %s", kerr.BodyContent)
+	}
 }
 
 func TestWrapWithoutPlaintextCreatesDEK(t *testing.T) {

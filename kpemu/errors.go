@@ -121,7 +121,7 @@ const (
 	msgKeyDeleted      = "Key has already been deleted: Please delete references to this key"
 	msgInvalidState    = "Key is not in a valid state"
 	msgRootRequired    = "Requested action can only be completed with a root key"
-	msgCiphertext      = "The provided ciphertext is invalid or corrupted"
+	msgCiphertextMust  = "the original base64 encoded ciphertext from the wrap operation"
 	msgTooEarly        = "The key was updated recently: Please wait and try again"
 	msgRotateTooSoon   = "This root key has been rotated within the last hour: Only one 'rotate' action per hour is permitted"
 	msgPayloadRequired = "This root key was created with user-supplied key material: Key material is required to perform a 'rotate' action"
@@ -172,8 +172,11 @@ func errRootRequired(what string) *apiError {
 	return reasonErr(http.StatusBadRequest, what, "KEY_ROOT_REQ_ERR", msgRootRequired)
 }
 
+// errCiphertext is the service's answer to a ciphertext that does not
+// unwrap: the wrong key, the wrong AAD, a damaged or undecodable envelope
+// (error-messages.md, "Invalid field error", the unwrap sample).
 func errCiphertext(what string) *apiError {
-	return reasonErr(http.StatusUnprocessableEntity, what, "UNPROCESSABLE_CIPHERTEXT_ERR", msgCiphertext)
+	return errFieldMust(what, "ciphertext", msgCiphertextMust)
 }
 
 func errTooEarly(what string) *apiError {

@@ -36,7 +36,7 @@ func TestBadInputGetsServiceShapedErrors(t *testing.T) {
 		{"unwrap without body", "POST", unwrap, nil, 400, "NO_BODY_ERR"},
 		{"unwrap without ciphertext", "POST", unwrap, []byte(`{}`), 400, "INVALID_FIELD_ERR"},
 		{"unwrap of non-base64", "POST", unwrap, []byte(`{"ciphertext":"%%%"}`), 400, "INVALID_FIELD_ERR"},
-		{"unwrap of base64 that is no ciphertext", "POST", unwrap, []byte(`{"ciphertext":"bm9wZQ=="}`), 422, "UNPROCESSABLE_CIPHERTEXT_ERR"},
+		{"unwrap of base64 that is no ciphertext", "POST", unwrap, []byte(`{"ciphertext":"bm9wZQ=="}`), 400, "INVALID_FIELD_ERR"},
 		{"body over 1 MiB", "POST", wrap, big, 413, "BODY_TOO_LARGE_ERR"},
 		{"valid JSON over 1 MiB", "POST", wrap, bigJSON, 413, "BODY_TOO_LARGE_ERR"},
 		{"create over 1 MiB", "POST", "/api/v2/keys", big, 413, "BODY_TOO_LARGE_ERR"},
