@@ -355,8 +355,11 @@ func TestDeletedKeyIsGoneUntilRestoredAndPurgedAfterFourHours(t *testing.T) {
 		t.Fatalf("a deleted key still answers, with state 5: %+v %v", got, err)
 	}
 	md, err := c.GetKeyMetadata(ctx(t), root.ID)
-	if err != nil || md.State != int(kp.Destroyed) {
-		t.Fatalf("metadata of a deleted key: %+v %v", md, err)
+	if err != nil || md.State != int(kp.Destroyed) || md.Deleted == nil || !*md.Deleted || md.DeletionDate == nil {
+		t.Fatalf("metadata of a deleted key (state 5, deleted: true, deletionDate): %+v %v", md, err)
+	}
+	if got.Deleted == nil || !*got.Deleted {
+		t.Fatalf("GET of a deleted key without deleted: true: %+v", got)
 	}
 	_, err = c.PurgeKey(ctx(t), root.ID, kp.ReturnMinimal)
 	wantKPError(t, err, 409, "REQ_TOO_EARLY_ERR")

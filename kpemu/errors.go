@@ -121,6 +121,7 @@ const (
 	msgKeyDeleted      = "Key has already been deleted: Please delete references to this key"
 	msgInvalidState    = "Key is not in a valid state"
 	msgRootRequired    = "Requested action can only be completed with a root key"
+	msgHSM             = "The provided ciphertext is invalid or corrupted"
 	msgCiphertextMust  = "the original base64 encoded ciphertext from the wrap operation"
 	msgTooEarly        = "The key was updated recently: Please wait and try again"
 	msgRotateTooSoon   = "This root key has been rotated within the last hour: Only one 'rotate' action per hour is permitted"
@@ -129,6 +130,13 @@ const (
 	msgKeyExpired      = "The action could not be performed on the key because the key is expired"
 	msgQueryParam      = "Invalid query parameter was passed"
 	msgUnauthorized    = "Unauthorized: The user does not have access to the specified resource"
+	msgWrongRegion     = "Unauthorized: Either the user does not have access to the specified resource, the resource does not exist, or the region is incorrectly set"
+	msgFeature         = "This action is not permitted on this resource: Please contact IBM Key Protect or open a service ticket to enable this feature"
+	msgProtected       = "Key is protecting one or more cloud resources"
+	msgPrevKeyDel      = "The key cannot be deleted because it's protecting a cloud resource that has a retention policy: Before you delete this key, contact an account owner to remove the retention policy on each resource that is associated with the key"
+	msgAuthsNotMet     = "Number of authorizations required to delete is not met"
+	msgAuthFailed      = "The key cannot be deleted because it failed the dual authorization request"
+	msgNotDualAuth     = "The key is not dual auth enabled and cannot be set for deletion"
 )
 
 func errUnauthorized() *apiError {
@@ -177,6 +185,25 @@ func errRootRequired(what string) *apiError {
 // (error-messages.md, "Invalid field error", the unwrap sample).
 func errCiphertext(what string) *apiError {
 	return errFieldMust(what, "ciphertext", msgCiphertextMust)
+}
+
+// errHSM is 422 UNPROCESSABLE_CIPHERTEXT_ERR, which the service documents as
+// an internal error of its HSM ("contact IBM support"), not as a verdict on
+// the ciphertext. kpemu sends it only as the "hsm" refusal fault.
+func errHSM(what string) *apiError {
+	return reasonErr(http.StatusUnprocessableEntity, what, "UNPROCESSABLE_CIPHERTEXT_ERR", msgHSM)
+}
+
+// errWrongRegion is the 401 a token of another account, an instance that
+// does not exist or the wrong region's endpoint gets (migrate-tool.md).
+func errWrongRegion() *apiError {
+	return &apiError{status: http.StatusUnauthorized, msg: msgWrongRegion}
+}
+
+// errFeatureRestricted is 403 FEATURE_RESTRICTED_ERR, as an IPv6 client of an
+// instance with an allowed-IP policy gets (error-messages.md).
+func errFeatureRestricted() *apiError {
+	return reasonErr(http.StatusForbidden, "Request could not be processed", "FEATURE_RESTRICTED_ERR", msgFeature)
 }
 
 func errTooEarly(what string) *apiError {

@@ -64,13 +64,28 @@ type Faults struct {
 	// It never applies to the IAM token route. Zero means no limit.
 	RateLimit float64 `json:"rateLimit,omitempty"`
 	Burst     int     `json:"burst,omitempty"`
+	// Refusal answers requests itself, after the latency and before the
+	// other faults, with one of the presets (RefuseNetworkPolicy, ...):
+	// what a network policy, a wrong region, a proxy or a load balancer
+	// answers. It never applies to the IAM token route unless Routes names
+	// it.
+	Refusal string `json:"refusal,omitempty"`
+	// RefusalRate is the fraction of requests refused; 0 with a Refusal
+	// refuses every one.
+	RefusalRate float64 `json:"refusalRate,omitempty"`
+	// DeletedAsDeactivated shows a deleted (not purged) key with state 3
+	// (Deactivated) in GET key, metadata and list, still with deleted: true
+	// and its deletion fields, as some of IBM's pages describe a deleted
+	// key's first 24 hours. A client must read deleted, not only state.
+	// Lists filter on the state shown. Routes does not limit it.
+	DeletedAsDeactivated bool `json:"deletedAsDeactivated,omitempty"`
 	// Routes limits the faults to these route names (see docs/kpemu.md);
 	// empty means every route.
 	Routes []string `json:"routes,omitempty"`
 }
 
 func (f Faults) validate() error {
-	for name, r := range map[string]float64{"errorRate": f.ErrorRate, "throttleRate": f.ThrottleRate, "resetRate": f.ResetRate} {
+	for name, r := range map[string]float64{"errorRate": f.ErrorRate, "throttleRate": f.ThrottleRate, "resetRate": f.ResetRate, "refusalRate": f.RefusalRate} {
 		if r < 0 || r > 1 {
 			return fmt.Errorf("%s must be between 0 and 1, got %v", name, r)
 		}
@@ -83,6 +98,13 @@ func (f Faults) validate() error {
 	}
 	if f.ErrorStatus != 0 && f.ErrorStatus != 500 && f.ErrorStatus != 502 && f.ErrorStatus != 503 && f.ErrorStatus != 504 {
 		return fmt.Errorf("errorStatus must be 500, 502, 503 or 504, got %d", f.ErrorStatus)
+	}
+	if f.Refusal != "" {
+		if err := validRefusal(f.Refusal); err != nil {
+			return err
+		}
+	} else if f.RefusalRate != 0 {
+		return fmt.Errorf("refusalRate needs a refusal")
 	}
 	if f.Latency < 0 || f.Jitter < 0 || f.RetryAfter < 0 {
 		return fmt.Errorf("durations must not be negative")
@@ -103,6 +125,7 @@ const (
 	faultReset    faultKind = "reset"
 	faultOutage   faultKind = "outage"
 	faultLimit    faultKind = "ratelimit"
+	faultRefusal  faultKind = "refusal"
 )
 
 // routeIAMToken is the IAM token route's name: IAM is another service, never
@@ -170,8 +193,15 @@ func (s *Server) CurrentFaults() Faults {
 	return s.faults.f
 }
 
-// applyFaults injects this request's fault, if any. For error, throttle,
-// reset and outage it has answered (or dropped) the request itself.
+func (s *Server) deletedAsDeactivated() bool {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	return s.faults.f.DeletedAsDeactivated
+}
+
+// applyFaults injects this request's fault, if any. For refusal, rate limit,
+// error, throttle, reset and outage it has answered (or dropped) the request
+// itself.
 func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, route string) faultKind {
 	f := s.CurrentFaults()
 	if len(f.Routes) > 0 && !slices.Contains(f.Routes, route) {
@@ -193,6 +223,11 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, route strin
 			t.Stop()
 		}
 		kind = faultLatency
+	}
+	if f.Refusal != "" && (route != routeIAMToken || slices.Contains(f.Routes, routeIAMToken)) &&
+		(f.RefusalRate == 0 || rand.Float64() < f.RefusalRate) {
+		writeRefusal(w, f.Refusal, route)
+		return faultRefusal
 	}
 	if f.RateLimit > 0 && route != routeIAMToken {
 		if wait := s.faults.take(time.Now()); wait > 0 {

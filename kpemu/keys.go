@@ -86,7 +86,7 @@ func (s *Server) render(k *key, now time.Time, withPayload bool) keyJSON {
 		Name:              k.Name,
 		Description:       k.Description,
 		Tags:              k.Tags,
-		State:             k.effectiveState(now),
+		State:             s.shownState(k, now, s.deletedAsDeactivated()),
 		ExpirationDate:    k.Expiration,
 		Extractable:       k.Extractable,
 		CRN:               s.crn(k.ID),
@@ -122,6 +122,15 @@ func (s *Server) render(k *key, now time.Time, withPayload bool) keyJSON {
 		j.Payload = base64.StdEncoding.EncodeToString(lv.Material)
 	}
 	return j
+}
+
+// shownState is the state a key is answered with: its effective state, or 3
+// (Deactivated) for a deleted key while the DeletedAsDeactivated fault is set.
+func (s *Server) shownState(k *key, now time.Time, deletedAsDeactivated bool) int {
+	if k.Deleted != nil && deletedAsDeactivated {
+		return stateDeactivated
+	}
+	return k.effectiveState(now)
 }
 
 func (s *Server) keysCollection(keys ...keyJSON) keysBody {
@@ -359,10 +368,11 @@ func (s *Server) listKeys(r *http.Request, now time.Time) result {
 		}
 	}
 	ring := r.Header.Get("x-kms-key-ring")
+	asDeactivated := s.deletedAsDeactivated()
 	s.mu.RLock()
 	var match []*key
 	for _, k := range s.keys {
-		if !states[k.effectiveState(now)] || (extractable != nil && k.Extractable != *extractable) || (ring != "" && k.KeyRing != ring) {
+		if !states[s.shownState(k, now, asDeactivated)] || (extractable != nil && k.Extractable != *extractable) || (ring != "" && k.KeyRing != ring) {
 			continue
 		}
 		match = append(match, k)
