@@ -192,10 +192,15 @@ func (s *Server) stateAction(r *http.Request, now time.Time, action string, payl
 	if e != nil {
 		return fail(e)
 	}
+	if action == "sync" {
+		// Sync re-sends the last lifecycle event, a delete too
+		// (sync-resources.md), so a deleted key may be synced.
+		return s.syncKey(k, now)
+	}
 	if k.Deleted != nil {
 		return fail(errDeleted(w))
 	}
-	if !k.root() && action != "sync" {
+	if !k.root() {
 		return fail(errRootRequired(w))
 	}
 	st := k.effectiveState(now)
@@ -220,14 +225,18 @@ func (s *Server) stateAction(r *http.Request, now time.Time, action string, payl
 		}
 		t := now
 		k.Versions = append(k.Versions, version{ID: newUUID(), Created: now, Material: payload})
-		k.Rotated, k.Updated = &t, now
+		k.Rotated = &t
+		k.touch(now)
+		k.notify(now)
 	case "disable":
 		if st != stateActive {
 			e := errInvalidState(w)
 			e.msg = "Conflict: Key is not in active state: " + w + ". Please see `reasons` for more details."
 			return fail(e)
 		}
-		k.State, k.Updated, k.Changed = stateSuspended, now, now
+		k.State, k.Changed = stateSuspended, now
+		k.touch(now)
+		k.notify(now)
 	case "enable":
 		if st != stateSuspended {
 			e := errInvalidState(w)
@@ -237,12 +246,33 @@ func (s *Server) stateAction(r *http.Request, now time.Time, action string, payl
 		if s.cfg.ActionCooldown > 0 && now.Sub(k.Changed) < s.cfg.ActionCooldown {
 			return fail(errTooEarly(w))
 		}
-		k.State, k.Updated, k.Changed = stateActive, now, now
+		k.State, k.Changed = stateActive, now
+		k.touch(now)
+		k.notify(now)
 	case "setKeyForDeletion", "unsetKeyForDeletion":
 		return fail(reasonErr(http.StatusConflict, w, "NOT_DUAL_AUTH_ERR", "The key is not dual auth enabled and cannot be set for deletion"))
-	case "sync":
-		return ok(http.StatusNoContent, nil)
 	}
+	if err := s.persistLocked(); err != nil {
+		return fail(s.persistFailed(err))
+	}
+	return ok(http.StatusNoContent, nil)
+}
+
+// syncWait is how long after a key's last notification of its registered
+// services a sync is refused (sync-resources.md).
+const syncWait = time.Hour
+
+// syncKey asks the key's registered services to act on its last lifecycle
+// event again: 204, or 409 REQ_TOO_EARLY_ERR within an hour of the last
+// notification (a rotate, restore, disable, enable, delete or sync). s.mu
+// must be held for writing.
+func (s *Server) syncKey(k *key, now time.Time) result {
+	if k.Notified != nil && now.Sub(*k.Notified) < syncWait {
+		until := k.Notified.Add(syncWait).UTC().Format(time.RFC3339)
+		return fail(reasonErr(http.StatusConflict, "Could not initiate sync requests to associated resources", "REQ_TOO_EARLY_ERR",
+			msgTooEarly+": Sync cannot be performed until at least "+until))
+	}
+	k.notify(now)
 	if err := s.persistLocked(); err != nil {
 		return fail(s.persistFailed(err))
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -702,4 +703,103 @@ func reEnvelope(t *testing.T, env *envelope) []byte {
 		t.Fatal(err)
 	}
 	return []byte(base64.StdEncoding.EncodeToString(b))
+}
+
+func TestLastUpdateAndRotateDatesOnlyAfterAChange(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	status, _, body := e.raw("POST", "/api/v2/keys", []byte(`{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"name":"fresh"}]}`))
+	if status != 201 || bytes.Contains(body, []byte("lastUpdateDate")) || bytes.Contains(body, []byte("lastRotateDate")) {
+		t.Fatalf("a new key's create answer: %d %s", status, body)
+	}
+	root, err := c.CreateRootKey(ctx(t), "root", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.LastUpdateDate != nil || root.LastRotateDate != nil || root.CreationDate == nil {
+		t.Fatalf("create: %+v", root)
+	}
+	md, err := c.GetKeyMetadata(ctx(t), root.ID)
+	if err != nil || md.LastUpdateDate != nil || md.LastRotateDate != nil {
+		t.Fatalf("metadata of a key never changed: %+v %v", md, err)
+	}
+	e.srv.AdvanceClock(time.Minute)
+	if _, err := c.CreateKeyAlias(ctx(t), "an-alias", root.ID); err != nil {
+		t.Fatal(err)
+	}
+	md, err = c.GetKeyMetadata(ctx(t), root.ID)
+	if err != nil || md.LastUpdateDate == nil || !md.LastUpdateDate.After(*md.CreationDate) || md.LastRotateDate != nil {
+		t.Fatalf("after an alias change: %+v %v", md, err)
+	}
+	if err := c.Rotate(ctx(t), root.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	md, err = c.GetKeyMetadata(ctx(t), root.ID)
+	if err != nil || md.LastRotateDate == nil || md.LastUpdateDate == nil || !md.LastUpdateDate.Equal(*md.LastRotateDate) {
+		t.Fatalf("after a rotation: %+v %v", md, err)
+	}
+	other, err := c.CreateRootKey(ctx(t), "other", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DisableKey(ctx(t), other.ID); err != nil {
+		t.Fatal(err)
+	}
+	md, err = c.GetKeyMetadata(ctx(t), other.ID)
+	if err != nil || md.LastUpdateDate == nil || md.LastRotateDate != nil {
+		t.Fatalf("after a state change: %+v %v", md, err)
+	}
+}
+
+func TestSyncWaitsAnHourAfterTheLastNotification(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	root, err := c.CreateRootKey(ctx(t), "root", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SyncAssociatedResources(ctx(t), root.ID); err != nil {
+		t.Fatalf("sync of a key never notified: %v", err)
+	}
+	wantTooEarly := func(what string) {
+		t.Helper()
+		kerr := wantKPError(t, c.SyncAssociatedResources(ctx(t), root.ID), 409, "REQ_TOO_EARLY_ERR")
+		if !strings.Contains(kerr.Reasons[0].Message, "The key was updated recently: Please wait and try again: Sync cannot be performed until at least ") ||
+			!strings.HasPrefix(kerr.Message, "Conflict: Could not initiate sync requests to associated resources") {
+			t.Fatalf("%s: %+v", what, kerr)
+		}
+	}
+	wantTooEarly("second sync")
+	e.srv.AdvanceClock(59 * time.Minute)
+	wantTooEarly("59 minutes later")
+	e.srv.AdvanceClock(2 * time.Minute)
+	if err := c.SyncAssociatedResources(ctx(t), root.ID); err != nil {
+		t.Fatalf("sync an hour after the last: %v", err)
+	}
+	for _, step := range []struct {
+		name string
+		do   func() error
+	}{
+		{"rotate", func() error { return c.Rotate(ctx(t), root.ID, "") }},
+		{"disable", func() error { return c.DisableKey(ctx(t), root.ID) }},
+		{"enable", func() error { return c.EnableKey(ctx(t), root.ID) }},
+		{"delete", func() error { _, err := c.DeleteKey(ctx(t), root.ID, kp.ReturnMinimal); return err }},
+		{"restore", func() error { _, err := c.RestoreKey(ctx(t), root.ID); return err }},
+	} {
+		e.srv.AdvanceClock(61 * time.Minute)
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		wantTooEarly("after " + step.name)
+		if step.name == "delete" {
+			e.srv.AdvanceClock(61 * time.Minute)
+			if err := c.SyncAssociatedResources(ctx(t), root.ID); err != nil {
+				t.Fatalf("a deleted key is synced too (sync-resources.md): %v", err)
+			}
+		}
+	}
+	md, err := c.GetKeyMetadata(ctx(t), root.ID)
+	if err != nil || md.State != int(kp.Active) {
+		t.Fatalf("after restore: %+v %v", md, err)
+	}
 }

@@ -47,7 +47,7 @@ type keyJSON struct {
 	AlgorithmMetadata map[string]any `json:"algorithmMetadata"`
 	AlgorithmBitSize  int            `json:"algorithmBitSize"`
 	AlgorithmMode     string         `json:"algorithmMode"`
-	LastUpdateDate    time.Time      `json:"lastUpdateDate"`
+	LastUpdateDate    *time.Time     `json:"lastUpdateDate,omitempty"`
 	LastRotateDate    *time.Time     `json:"lastRotateDate,omitempty"`
 	KeyVersion        *versionJSON   `json:"keyVersion,omitempty"`
 	DualAuthDelete    map[string]any `json:"dualAuthDelete"`
@@ -294,7 +294,6 @@ func (s *Server) createKey(r *http.Request, now time.Time) result {
 		Versions:    []version{{ID: "", Created: now, Material: material}},
 		State:       stateActive,
 		Created:     now,
-		Updated:     now,
 		Changed:     now,
 		Expiration:  res.ExpirationDate,
 	}
@@ -452,7 +451,9 @@ func (s *Server) deleteKey(r *http.Request, now time.Time) result {
 		return fail(errDeleted(what("delete")))
 	}
 	t := now
-	k.Deleted, k.State, k.Updated, k.Changed = &t, stateDestroyed, now, now
+	k.Deleted, k.State, k.Changed = &t, stateDestroyed, now
+	k.touch(now)
+	k.notify(now)
 	if err := s.persistLocked(); err != nil {
 		return fail(s.persistFailed(err))
 	}
@@ -482,7 +483,9 @@ func (s *Server) restoreKey(r *http.Request, now time.Time) result {
 	case s.cfg.ActionCooldown > 0 && now.Sub(k.Changed) < s.cfg.ActionCooldown:
 		return fail(errTooEarly(w))
 	}
-	k.Deleted, k.State, k.Updated, k.Changed = nil, stateActive, now, now
+	k.Deleted, k.State, k.Changed = nil, stateActive, now
+	k.touch(now)
+	k.notify(now)
 	if err := s.persistLocked(); err != nil {
 		return fail(s.persistFailed(err))
 	}
@@ -610,7 +613,7 @@ func (s *Server) createAlias(r *http.Request, now time.Time) result {
 			return fail(reasonErr(http.StatusBadRequest, w, "KEY_ALIAS_QUOTA_ERR", "A key can have at most 5 aliases"))
 		}
 		k.Aliases = append(k.Aliases, alias{Name: name, Created: now})
-		k.Updated = now
+		k.touch(now)
 		s.aliases[name] = k.ID
 		if err := s.persistLocked(); err != nil {
 			return fail(s.persistFailed(err))
@@ -642,7 +645,7 @@ func (s *Server) deleteAlias(r *http.Request, now time.Time) result {
 		return fail(reasonErr(http.StatusNotFound, w, "KEY_ALIAS_NOT_FOUND_ERR", "The alias "+name+" does not exist for this key"))
 	}
 	k.Aliases = slices.DeleteFunc(k.Aliases, func(a alias) bool { return a.Name == name })
-	k.Updated = now
+	k.touch(now)
 	delete(s.aliases, name)
 	if err := s.persistLocked(); err != nil {
 		return fail(s.persistFailed(err))

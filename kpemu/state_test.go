@@ -2,6 +2,7 @@ package kpemu
 
 import (
 	"context"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,5 +102,37 @@ func TestConfigIsValidated(t *testing.T) {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestSchemaOneStateFileIsRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kpemu.json")
+	const id = "6a0b1b1e-0000-4000-8000-000000000001"
+	material := strings.Repeat("A", 43) + "="
+	v1 := `{"schema":1,"instanceId":"` + testInstance + `","signingKey":"` + material + `","keys":[` +
+		`{"id":"` + id + `","name":"old","extractable":false,"imported":false,"keyRing":"default",` +
+		`"versions":[{"id":"` + id + `","created":"2026-01-01T00:00:00Z","material":"` + material + `"}],` +
+		`"state":1,"created":"2026-01-01T00:00:00Z","updated":"2026-01-01T00:00:00Z","changed":"2026-01-01T00:00:00Z"}]}`
+	if err := os.WriteFile(path, []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{InstanceID: testInstance, APIKeys: []string{testAPIKey}, StatePath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(hs.Close)
+	e := &env{t: t, srv: s, url: hs.URL}
+	c := e.client()
+	md, err := c.GetKeyMetadata(ctx(t), id)
+	if err != nil || md.Name != "old" || md.LastUpdateDate != nil {
+		t.Fatalf("a schema 1 key never updated has no lastUpdateDate: %+v %v", md, err)
+	}
+	if err := c.DisableKey(ctx(t), id); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || !strings.Contains(string(b), `"schema": 2`) {
+		t.Fatalf("rewritten as schema 2: %v %.80s", err, b)
 	}
 }

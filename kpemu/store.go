@@ -28,23 +28,35 @@ type version struct {
 }
 
 type key struct {
-	ID          string     `json:"id"`
-	Name        string     `json:"name"`
-	Description string     `json:"description,omitempty"`
-	Extractable bool       `json:"extractable"`
-	Imported    bool       `json:"imported"`
-	Tags        []string   `json:"tags,omitempty"`
-	Aliases     []alias    `json:"aliases,omitempty"`
-	KeyRing     string     `json:"keyRing"`
-	Versions    []version  `json:"versions"` // oldest first
-	State       int        `json:"state"`    // stored state; expiry is applied on read
-	Created     time.Time  `json:"created"`
-	Updated     time.Time  `json:"updated"`
-	Rotated     *time.Time `json:"rotated,omitempty"`
-	Changed     time.Time  `json:"changed"` // last state change, for REQ_TOO_EARLY_ERR
-	Expiration  *time.Time `json:"expiration,omitempty"`
-	Deleted     *time.Time `json:"deleted,omitempty"`
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	Extractable bool      `json:"extractable"`
+	Imported    bool      `json:"imported"`
+	Tags        []string  `json:"tags,omitempty"`
+	Aliases     []alias   `json:"aliases,omitempty"`
+	KeyRing     string    `json:"keyRing"`
+	Versions    []version `json:"versions"` // oldest first
+	State       int       `json:"state"`    // stored state; expiry is applied on read
+	Created     time.Time `json:"created"`
+	// Updated is the last change of the key (lastUpdateDate); nil until the
+	// key is first changed, as the service sets none at create.
+	Updated    *time.Time `json:"updated,omitempty"`
+	Rotated    *time.Time `json:"rotated,omitempty"`
+	Changed    time.Time  `json:"changed"` // last state change, for REQ_TOO_EARLY_ERR
+	Expiration *time.Time `json:"expiration,omitempty"`
+	Deleted    *time.Time `json:"deleted,omitempty"`
+	// Notified is the last notification of the key's registered services
+	// (a rotate, restore, disable, enable or delete, or a sync): sync is
+	// refused within an hour of it.
+	Notified *time.Time `json:"notified,omitempty"`
 }
+
+// touch records a change of the key (its lastUpdateDate).
+func (k *key) touch(now time.Time) { k.Updated = &now }
+
+// notify records a lifecycle event sent to the key's registered services.
+func (k *key) notify(now time.Time) { k.Notified = &now }
 
 type alias struct {
 	Name    string    `json:"name"`
@@ -88,7 +100,10 @@ type stateFile struct {
 	Keys       []*key `json:"keys"`
 }
 
-const stateSchema = 1
+// stateSchema is the state file's format. Schema 1 files (before
+// registrations, policies and an optional lastUpdateDate) are read and
+// rewritten as schema 2.
+const stateSchema = 2
 
 func loadState(path, instance string) (*stateFile, error) {
 	b, err := os.ReadFile(path)
@@ -102,8 +117,8 @@ func loadState(path, instance string) (*stateFile, error) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("state file %s is corrupt (refusing to start rather than lose keys): %w", path, err)
 	}
-	if st.Schema != stateSchema {
-		return nil, fmt.Errorf("state file %s: unknown schema %d (want %d)", path, st.Schema, stateSchema)
+	if st.Schema != stateSchema && st.Schema != 1 {
+		return nil, fmt.Errorf("state file %s: unknown schema %d (want 1 or %d)", path, st.Schema, stateSchema)
 	}
 	if st.InstanceID != instance {
 		return nil, fmt.Errorf("state file %s belongs to instance %s, not %s", path, st.InstanceID, instance)
@@ -115,7 +130,13 @@ func loadState(path, instance string) (*stateFile, error) {
 		if k == nil || k.ID == "" || len(k.Versions) == 0 {
 			return nil, fmt.Errorf("state file %s is corrupt: key %d has no id or no versions", path, i)
 		}
+		if st.Schema == 1 && k.Updated != nil && k.Updated.Equal(k.Created) {
+			// Schema 1 set the update date at create: such a key was
+			// never updated.
+			k.Updated = nil
+		}
 	}
+	st.Schema = stateSchema
 	return &st, nil
 }
 
