@@ -2,6 +2,7 @@ package kpemu
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -87,6 +88,35 @@ func (s *Server) adminRoutes() http.Handler {
 		s.SetAPIKey(req.APIKey, req.Revoked, req.Remove)
 		writeJSON(w, http.StatusOK, map[string]any{"id": apiKeyID(req.APIKey), "revoked": req.Revoked, "removed": req.Remove})
 	})
+	mux.HandleFunc("POST /_kpemu/registrations", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			KeyID              string `json:"keyId"`
+			CRN                string `json:"crn"`
+			PreventKeyDeletion bool   `json:"preventKeyDeletion"`
+		}
+		if !decodeAdmin(w, r, &req) {
+			return
+		}
+		if err := s.AddRegistration(req.KeyID, req.CRN, req.PreventKeyDeletion); err != nil {
+			adminKeyError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, req)
+	})
+	mux.HandleFunc("DELETE /_kpemu/registrations", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			KeyID string `json:"keyId"`
+			CRN   string `json:"crn"`
+		}
+		if !decodeAdmin(w, r, &req) {
+			return
+		}
+		if err := s.RemoveRegistration(req.KeyID, req.CRN); err != nil {
+			adminKeyError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, req)
+	})
 	mux.HandleFunc("/_kpemu/", func(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusNotFound, "no such admin route: "+r.Method+" "+r.URL.Path)
 	})
@@ -110,4 +140,14 @@ func decodeAdmin(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func adminError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// adminKeyError answers an error of a Server method about a key: 404 for a
+// key the emulator does not hold, else 400.
+func adminKeyError(w http.ResponseWriter, err error) {
+	status := http.StatusBadRequest
+	if errors.Is(err, ErrNoSuchKey) {
+		status = http.StatusNotFound
+	}
+	adminError(w, status, err.Error())
 }

@@ -644,22 +644,116 @@ func TestRevokedAccessGets401AndRemovedKeyGetsIAMError(t *testing.T) {
 	}
 }
 
-func TestRegistrationsListIsEmpty(t *testing.T) {
+const (
+	testCRN1 = "crn:v1:bluemix:public:cloud-object-storage:global:a/0123456789abcdef:0b6e1f3a-1111-4222-8333-444455556666:bucket:prod-logs"
+	testCRN2 = "crn:v1:bluemix:public:cloud-object-storage:global:a/0123456789abcdef:0b6e1f3a-1111-4222-8333-444455556666:bucket:test-data"
+	testCRN3 = "crn:v1:bluemix:public:databases-for-redis:us-south:a/0123456789abcdef:29caf0e7-120f-4da8-9551-3abf57ebcfc7::"
+)
+
+func TestRegistrationsAreListedAndProtectKeysFromDeletion(t *testing.T) {
 	e := newEnv(t)
 	c := e.client()
 	root, err := c.CreateRootKey(ctx(t), "root", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	other, err := c.CreateRootKey(ctx(t), "other", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	regs, err := c.ListRegistrations(ctx(t), root.ID, "")
 	if err != nil || len(regs.Registrations) != 0 || regs.Metadata.CollectionType != typeRegistration {
-		t.Fatalf("registrations: %+v %v", regs, err)
+		t.Fatalf("no registrations yet: %+v %v", regs, err)
 	}
-	if _, err := c.ListRegistrations(ctx(t), "", ""); err != nil {
-		t.Fatalf("all registrations: %v", err)
+
+	if err := e.srv.AddRegistration(root.ID, testCRN1, false); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.AdvanceClock(time.Second)
+	if st, b := adminDo(t, e, "POST", "/_kpemu/registrations", `{"keyId":"`+root.ID+`","crn":"`+testCRN2+`"}`); st != 200 {
+		t.Fatalf("admin registration: %d %s", st, b)
+	}
+	if err := e.srv.AddRegistration(other.ID, testCRN3, true); err != nil {
+		t.Fatal(err)
+	}
+	std, err := c.CreateStandardKey(ctx(t), "std", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{
+		"standard key": `{"keyId":"` + std.ID + `","crn":"` + testCRN1 + `"}`,
+		"not a CRN":    `{"keyId":"` + root.ID + `","crn":"bucket"}`,
+		"unknown":      `{"keyId":"6a0b1b1e-0000-4000-8000-000000000000","crn":"` + testCRN1 + `"}`,
+	} {
+		want := 400
+		if name == "unknown" {
+			want = 404
+		}
+		if st, b := adminDo(t, e, "POST", "/_kpemu/registrations", body); st != want {
+			t.Fatalf("%s: %d %s", name, st, b)
+		}
+	}
+
+	regs, err = c.ListRegistrations(ctx(t), root.ID, "")
+	if err != nil || len(regs.Registrations) != 2 || regs.Metadata.NumberOfKeys != 2 {
+		t.Fatalf("registrations of root: %+v %v", regs, err)
+	}
+	r0 := regs.Registrations[0]
+	if r0.KeyID != root.ID || r0.ResourceCrn != testCRN1 || r0.PreventKeyDeletion || r0.CreationDate == nil || r0.LastUpdateDate == nil ||
+		r0.KeyVersion.ID != root.KeyVersion.ID || r0.CreatedBy == "" || regs.Registrations[1].ResourceCrn != testCRN2 {
+		t.Fatalf("registration: %+v", regs.Registrations)
+	}
+	all, err := c.ListRegistrations(ctx(t), "", "")
+	if err != nil || len(all.Registrations) != 3 {
+		t.Fatalf("all registrations: %+v %v", all, err)
+	}
+	byCRN, err := c.ListRegistrations(ctx(t), "", testCRN3)
+	if err != nil || len(byCRN.Registrations) != 1 || byCRN.Registrations[0].KeyID != other.ID || !byCRN.Registrations[0].PreventKeyDeletion {
+		t.Fatalf("by CRN: %+v %v", byCRN, err)
+	}
+	prefix := strings.TrimSuffix(testCRN1, "prod-logs") + "prod*"
+	if got, err := c.ListRegistrations(ctx(t), "", prefix); err != nil || len(got.Registrations) != 1 || got.Registrations[0].ResourceCrn != testCRN1 {
+		t.Fatalf("CRN query with a prefix: %+v %v", got, err)
+	}
+	status, _, body := e.raw("GET", "/api/v2/keys/registrations?preventKeyDeletion=true&limit=5", nil)
+	if status != 200 || bytes.Count(body, []byte(`"keyId"`)) != 1 || !bytes.Contains(body, []byte(testCRN3)) {
+		t.Fatalf("preventKeyDeletion filter: %d %s", status, body)
+	}
+	status, _, body = e.raw("GET", "/api/v2/keys/registrations?offset=1&limit=1", nil)
+	if status != 200 || bytes.Count(body, []byte(`"keyId"`)) != 1 {
+		t.Fatalf("paging: %d %s", status, body)
 	}
 	_, err = c.ListRegistrations(ctx(t), "6a0b1b1e-0000-4000-8000-000000000000", "")
 	wantKPError(t, err, 404, "KEY_NOT_FOUND_ERR")
+
+	// A key protecting resources is deleted only with force.
+	_, err = c.DeleteKey(ctx(t), root.ID, kp.ReturnMinimal)
+	kerr := wantKPError(t, err, 409, "PROTECTED_RESOURCE_ERR")
+	if kerr.Reasons[0].Message != "Key is protecting one or more cloud resources" {
+		t.Fatalf("reason %q", kerr.Reasons[0].Message)
+	}
+	if _, err := c.DeleteKey(ctx(t), root.ID, kp.ReturnMinimal, kp.ForceOpt{Force: true}); err != nil {
+		t.Fatalf("force delete: %v", err)
+	}
+	if regs, err := c.ListRegistrations(ctx(t), root.ID, ""); err != nil || len(regs.Registrations) != 2 {
+		t.Fatalf("a deleted key's registrations are still listed: %+v %v", regs, err)
+	}
+
+	// A resource under a retention policy blocks the delete even with force.
+	_, err = c.DeleteKey(ctx(t), other.ID, kp.ReturnMinimal, kp.ForceOpt{Force: true})
+	kerr = wantKPError(t, err, 409, "PREV_KEY_DEL_ERR")
+	if !strings.HasPrefix(kerr.Reasons[0].Message, "The key cannot be deleted because it's protecting a cloud resource that has a retention policy") {
+		t.Fatalf("reason %q", kerr.Reasons[0].Message)
+	}
+	if st, b := adminDo(t, e, "DELETE", "/_kpemu/registrations", `{"keyId":"`+other.ID+`","crn":"`+testCRN3+`"}`); st != 200 {
+		t.Fatalf("remove registration: %d %s", st, b)
+	}
+	if st, _ := adminDo(t, e, "DELETE", "/_kpemu/registrations", `{"keyId":"`+other.ID+`","crn":"`+testCRN3+`"}`); st != 400 {
+		t.Fatal("removing a registration twice succeeded")
+	}
+	if _, err := c.DeleteKey(ctx(t), other.ID, kp.ReturnMinimal); err != nil {
+		t.Fatalf("delete after the registration is gone: %v", err)
+	}
 }
 
 func TestDeleteAnswersMinimalOrRepresentation(t *testing.T) {

@@ -436,8 +436,10 @@ func preferRepresentation(r *http.Request) bool {
 }
 
 func (s *Server) deleteKey(r *http.Request, now time.Time) result {
+	force := false
 	if v := r.URL.Query().Get("force"); v != "" {
-		if _, err := strconv.ParseBool(v); err != nil {
+		var err error
+		if force, err = strconv.ParseBool(v); err != nil {
 			return fail(errQueryParam(what("delete"), "force must be true or false"))
 		}
 	}
@@ -449,6 +451,9 @@ func (s *Server) deleteKey(r *http.Request, now time.Time) result {
 	}
 	if k.Deleted != nil {
 		return fail(errDeleted(what("delete")))
+	}
+	if e := deletionBlocked(k, force); e != nil {
+		return fail(e)
 	}
 	t := now
 	k.Deleted, k.State, k.Changed = &t, stateDestroyed, now
@@ -564,22 +569,6 @@ func (s *Server) listVersions(r *http.Request, now time.Time) result {
 	}
 	out.Metadata.CollectionTotal = len(out.Resources)
 	return ok(http.StatusOK, out)
-}
-
-func (s *Server) listRegistrations(r *http.Request, now time.Time) result {
-	if id := r.PathValue("id"); id != "" {
-		s.mu.RLock()
-		_, e := s.lookup(r, id, "retrieve")
-		s.mu.RUnlock()
-		if e != nil {
-			return fail(e)
-		}
-	}
-	// Nothing registers cloud resources against emulated keys.
-	return ok(http.StatusOK, map[string]any{
-		"metadata":  collectionMeta{CollectionType: typeRegistration},
-		"resources": []any{},
-	})
 }
 
 type aliasJSON struct {

@@ -30,6 +30,9 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := first.AddRegistration(root.ID, testCRN1, true); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.DisableKey(ctx(t), root.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +60,10 @@ func TestStateSurvivesRestart(t *testing.T) {
 	}
 	if md.ID != root.ID || md.State != int(kp.Suspended) {
 		t.Fatalf("key after restart: %+v", md)
+	}
+	regs, err := c.ListRegistrations(ctx(t), root.ID, "")
+	if err != nil || len(regs.Registrations) != 1 || regs.Registrations[0].ResourceCrn != testCRN1 || !regs.Registrations[0].PreventKeyDeletion {
+		t.Fatalf("registrations after restart: %+v %v", regs, err)
 	}
 	second.AdvanceClock(time.Minute)
 	if err := c.EnableKey(ctx(t), root.ID); err != nil {

@@ -50,6 +50,9 @@ type key struct {
 	// (a rotate, restore, disable, enable or delete, or a sync): sync is
 	// refused within an hour of it.
 	Notified *time.Time `json:"notified,omitempty"`
+	// Registrations are the cloud resources IBM services encrypt with the
+	// key; a purge removes them with the key.
+	Registrations []registration `json:"registrations,omitempty"`
 }
 
 // touch records a change of the key (its lastUpdateDate).
