@@ -200,10 +200,13 @@ func (s *Server) stateAction(r *http.Request, now time.Time, action string, payl
 	if k.Deleted != nil {
 		return fail(errDeleted(w))
 	}
+	st := k.effectiveState(now)
+	if action == "setKeyForDeletion" || action == "unsetKeyForDeletion" {
+		return s.authorizeDeletion(r, k, action, st, now)
+	}
 	if !k.root() {
 		return fail(errRootRequired(w))
 	}
-	st := k.effectiveState(now)
 	switch action {
 	case "rotate":
 		switch {
@@ -249,8 +252,6 @@ func (s *Server) stateAction(r *http.Request, now time.Time, action string, payl
 		k.State, k.Changed = stateActive, now
 		k.touch(now)
 		k.notify(now)
-	case "setKeyForDeletion", "unsetKeyForDeletion":
-		return fail(reasonErr(http.StatusConflict, w, "NOT_DUAL_AUTH_ERR", "The key is not dual auth enabled and cannot be set for deletion"))
 	}
 	if err := s.persistLocked(); err != nil {
 		return fail(s.persistFailed(err))
@@ -273,6 +274,29 @@ func (s *Server) syncKey(k *key, now time.Time) result {
 			msgTooEarly+": Sync cannot be performed until at least "+until))
 	}
 	k.notify(now)
+	if err := s.persistLocked(); err != nil {
+		return fail(s.persistFailed(err))
+	}
+	return ok(http.StatusNoContent, nil)
+}
+
+// authorizeDeletion gives (setKeyForDeletion) or withdraws
+// (unsetKeyForDeletion) the first authorization to delete a key with a dual
+// authorization policy: the delete must then come from another identity
+// within 7 days (manage-dual-auth.md). s.mu must be held for writing.
+func (s *Server) authorizeDeletion(r *http.Request, k *key, action string, st int, now time.Time) result {
+	w := what(action)
+	if !k.dualAuth() {
+		return fail(reasonErr(http.StatusConflict, w, "NOT_DUAL_AUTH_ERR", msgNotDualAuth))
+	}
+	if st != stateActive {
+		return fail(errInvalidState(w))
+	}
+	if action == "setKeyForDeletion" {
+		k.DeletionAuth = &deletionAuth{By: subject(r), At: now}
+	} else {
+		k.DeletionAuth = nil
+	}
 	if err := s.persistLocked(); err != nil {
 		return fail(s.persistFailed(err))
 	}

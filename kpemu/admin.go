@@ -117,6 +117,56 @@ func (s *Server) adminRoutes() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, req)
 	})
+	mux.HandleFunc("GET /_kpemu/instance-policies", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.instancePolicies(""))
+	})
+	mux.HandleFunc("PUT /_kpemu/instance-policies", func(w http.ResponseWriter, r *http.Request) {
+		// Sets instance policies around the network policies themselves:
+		// a field left out is left as it is.
+		var req struct {
+			AllowedNetwork *string   `json:"allowedNetwork"` // public-and-private | private-only
+			AllowedIPs     *[]string `json:"allowedIPs"`     // [] disables the policy
+			DualAuthDelete *bool     `json:"dualAuthDelete"`
+			RotationMonths *int      `json:"rotationMonths"` // 0 disables the policy
+		}
+		if !decodeAdmin(w, r, &req) {
+			return
+		}
+		// Check every field before changing any.
+		var err error
+		switch {
+		case req.AllowedNetwork != nil && *req.AllowedNetwork != networkPrivateOnly && *req.AllowedNetwork != networkPublicPrivate:
+			err = errors.New("allowedNetwork must be public-and-private or private-only")
+		case req.RotationMonths != nil && (*req.RotationMonths < 0 || *req.RotationMonths > 12):
+			err = errors.New("rotationMonths must be 1 to 12, or 0 to disable the policy")
+		case req.AllowedIPs != nil && len(*req.AllowedIPs) > 0:
+			_, err = parseCIDRs(*req.AllowedIPs)
+		}
+		if err == nil && req.AllowedNetwork != nil {
+			err = s.SetAllowedNetwork(*req.AllowedNetwork == networkPrivateOnly)
+		}
+		if err == nil && req.AllowedIPs != nil {
+			err = s.SetAllowedIPs(*req.AllowedIPs)
+		}
+		if err == nil && req.DualAuthDelete != nil {
+			err = s.SetInstanceDualAuthDelete(*req.DualAuthDelete)
+		}
+		if err == nil && req.RotationMonths != nil {
+			err = s.SetInstanceRotation(*req.RotationMonths)
+		}
+		if err != nil {
+			adminError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, s.instancePolicies(""))
+	})
+	mux.HandleFunc("DELETE /_kpemu/instance-policies", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.ClearInstancePolicies(); err != nil {
+			adminError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, s.instancePolicies(""))
+	})
 	mux.HandleFunc("/_kpemu/", func(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusNotFound, "no such admin route: "+r.Method+" "+r.URL.Path)
 	})

@@ -46,6 +46,32 @@ func FuzzDecodeCreateKey(f *testing.F) {
 	})
 }
 
+func FuzzDecodePolicies(f *testing.F) {
+	for _, s := range []string{
+		`{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"rotation":{"interval_month":3}}]}`,
+		`{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"dualAuthDelete":{"enabled":true}}]}`,
+		`{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"allowedIP","policy_data":{"enabled":true,"attributes":{"allowed_ip":["10.0.0.0/8"]}}}]}`,
+		`{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"rotation","policy_data":{"enabled":true,"attributes":{"interval_month":13}}}]}`,
+		`{`, ``,
+	} {
+		f.Add(s, "")
+		f.Add(s, "rotation")
+		f.Add(s, "allowedIP")
+	}
+	f.Fuzz(func(t *testing.T, body, which string) {
+		b := []byte(body)
+		if len(b) == 0 {
+			b = nil
+		}
+		if _, e := decodeKeyPolicies(b, which); e != nil {
+			checkErrShape(t, e)
+		}
+		if _, e := decodeInstancePolicies(b, which); e != nil {
+			checkErrShape(t, e)
+		}
+	})
+}
+
 func FuzzParseEnvelope(f *testing.F) {
 	f.Add("eyJjaXBoZXJ0ZXh0IjoiIiwiaXYiOiIiLCJ2ZXJzaW9uIjoia3BlbXUtMSIsImhhbmRsZSI6IngifQ==")
 	f.Add("")
@@ -80,6 +106,13 @@ func FuzzHandler(f *testing.F) {
 		{"GET", "/api/v2/keys?limit=2&state=1,5", ``},
 		{"POST", "/api/v2/keys/" + rootID + "/aliases/abc", ``},
 		{"GET", "/api/v2/keys/" + rootID + "/versions?totalCount=true", ``},
+		{"PUT", "/api/v2/keys/" + rootID + "/policies?policy=rotation", `{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"rotation":{"enabled":true,"interval_month":3}}]}`},
+		{"GET", "/api/v2/keys/" + rootID + "/policies", ``},
+		{"POST", "/api/v2/keys/" + rootID + "/actions/setKeyForDeletion", ``},
+		{"POST", "/api/v2/keys/" + rootID + "/actions/sync", ``},
+		{"PUT", "/api/v2/instance/policies?policy=dualAuthDelete", `{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"dualAuthDelete","policy_data":{"enabled":true}}]}`},
+		{"GET", "/api/v2/instance/policies", ``},
+		{"GET", "/api/v2/keys/registrations?urlEncodedResourceCRNQuery=crn:v1:*", ``},
 	} {
 		f.Add(seed.m, seed.p, []byte(seed.b))
 	}

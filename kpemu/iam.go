@@ -34,33 +34,34 @@ func (s *Server) signToken(c tokenClaims) string {
 }
 
 // verifyToken checks a token's signature and expiry and that its API key
-// still has access. ok=false means 401.
-func (s *Server) verifyToken(tok string, now time.Time) bool {
+// still has access, and returns its subject (the API key's id). ok=false
+// means 401.
+func (s *Server) verifyToken(tok string, now time.Time) (sub string, ok bool) {
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 || parts[0] != jwtHeader {
-		return false
+		return "", false
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil {
-		return false
+		return "", false
 	}
 	m := hmac.New(sha256.New, s.signKey)
 	m.Write([]byte(parts[0] + "." + parts[1]))
 	if !hmac.Equal(sig, m.Sum(nil)) {
-		return false
+		return "", false
 	}
 	body, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return false
+		return "", false
 	}
 	var c tokenClaims
 	if json.Unmarshal(body, &c) != nil || now.Unix() >= c.Exp {
-		return false
+		return "", false
 	}
 	s.mu.RLock()
 	st, known := s.apiKeys[c.Sub]
 	s.mu.RUnlock()
-	return known && !st.revoked
+	return c.Sub, known && !st.revoked
 }
 
 // iamError is IAM's error shape, which differs from Key Protect's.

@@ -30,37 +30,47 @@ const (
 
 // keyJSON is a key as the service returns it.
 type keyJSON struct {
-	Type              string         `json:"type"`
-	ID                string         `json:"id"`
-	Name              string         `json:"name"`
-	Aliases           []string       `json:"aliases,omitempty"`
-	Description       string         `json:"description,omitempty"`
-	Tags              []string       `json:"tags,omitempty"`
-	State             int            `json:"state"`
-	ExpirationDate    *time.Time     `json:"expirationDate,omitempty"`
-	Extractable       bool           `json:"extractable"`
-	CRN               string         `json:"crn"`
-	Imported          bool           `json:"imported"`
-	CreationDate      time.Time      `json:"creationDate"`
-	CreatedBy         string         `json:"createdBy"`
-	AlgorithmType     string         `json:"algorithmType"`
-	AlgorithmMetadata map[string]any `json:"algorithmMetadata"`
-	AlgorithmBitSize  int            `json:"algorithmBitSize"`
-	AlgorithmMode     string         `json:"algorithmMode"`
-	LastUpdateDate    *time.Time     `json:"lastUpdateDate,omitempty"`
-	LastRotateDate    *time.Time     `json:"lastRotateDate,omitempty"`
-	KeyVersion        *versionJSON   `json:"keyVersion,omitempty"`
-	DualAuthDelete    map[string]any `json:"dualAuthDelete"`
-	KeyRingID         string         `json:"keyRingID"`
-	Deleted           bool           `json:"deleted"`
-	DeletionDate      *time.Time     `json:"deletionDate,omitempty"`
-	DeletedBy         string         `json:"deletedBy,omitempty"`
-	PurgeAllowed      *bool          `json:"purgeAllowed,omitempty"`
-	PurgeAllowedFrom  *time.Time     `json:"purgeAllowedFrom,omitempty"`
-	PurgeScheduledOn  *time.Time     `json:"purgeScheduledOn,omitempty"`
-	RestoreExpiration *time.Time     `json:"restoreExpirationDate,omitempty"`
-	RestoreAllowed    *bool          `json:"restoreAllowed,omitempty"`
-	Payload           string         `json:"payload,omitempty"`
+	Type              string          `json:"type"`
+	ID                string          `json:"id"`
+	Name              string          `json:"name"`
+	Aliases           []string        `json:"aliases,omitempty"`
+	Description       string          `json:"description,omitempty"`
+	Tags              []string        `json:"tags,omitempty"`
+	State             int             `json:"state"`
+	ExpirationDate    *time.Time      `json:"expirationDate,omitempty"`
+	Extractable       bool            `json:"extractable"`
+	CRN               string          `json:"crn"`
+	Imported          bool            `json:"imported"`
+	CreationDate      time.Time       `json:"creationDate"`
+	CreatedBy         string          `json:"createdBy"`
+	AlgorithmType     string          `json:"algorithmType"`
+	AlgorithmMetadata map[string]any  `json:"algorithmMetadata"`
+	AlgorithmBitSize  int             `json:"algorithmBitSize"`
+	AlgorithmMode     string          `json:"algorithmMode"`
+	LastUpdateDate    *time.Time      `json:"lastUpdateDate,omitempty"`
+	LastRotateDate    *time.Time      `json:"lastRotateDate,omitempty"`
+	KeyVersion        *versionJSON    `json:"keyVersion,omitempty"`
+	DualAuthDelete    keyDualAuthJSON `json:"dualAuthDelete"`
+	Rotation          *rotationJSON   `json:"rotation,omitempty"`
+	KeyRingID         string          `json:"keyRingID"`
+	Deleted           bool            `json:"deleted"`
+	DeletionDate      *time.Time      `json:"deletionDate,omitempty"`
+	DeletedBy         string          `json:"deletedBy,omitempty"`
+	PurgeAllowed      *bool           `json:"purgeAllowed,omitempty"`
+	PurgeAllowedFrom  *time.Time      `json:"purgeAllowedFrom,omitempty"`
+	PurgeScheduledOn  *time.Time      `json:"purgeScheduledOn,omitempty"`
+	RestoreExpiration *time.Time      `json:"restoreExpirationDate,omitempty"`
+	RestoreAllowed    *bool           `json:"restoreAllowed,omitempty"`
+	Payload           string          `json:"payload,omitempty"`
+}
+
+// keyDualAuthJSON is a key's dualAuthDelete field: with the policy on,
+// whether the key is set for deletion and until when (the key schema of
+// IBM/keyprotect-java-client, generated from the service's API definition).
+type keyDualAuthJSON struct {
+	Enabled           bool       `json:"enabled"`
+	KeySetForDeletion *bool      `json:"keySetForDeletion,omitempty"`
+	AuthExpiration    *time.Time `json:"authExpiration,omitempty"`
 }
 
 type versionJSON struct {
@@ -100,8 +110,19 @@ func (s *Server) render(k *key, now time.Time, withPayload bool) keyJSON {
 		LastUpdateDate:    k.Updated,
 		LastRotateDate:    k.Rotated,
 		KeyVersion:        &versionJSON{ID: lv.ID, CreationDate: &created},
-		DualAuthDelete:    map[string]any{"enabled": false},
 		KeyRingID:         k.KeyRing,
+	}
+	if k.dualAuth() {
+		a := k.pendingAuth(now)
+		set := a != nil
+		j.DualAuthDelete = keyDualAuthJSON{Enabled: true, KeySetForDeletion: &set}
+		if set {
+			exp := a.At.Add(dualAuthWindow)
+			j.DualAuthDelete.AuthExpiration = &exp
+		}
+	}
+	if p := k.RotationPolicy; p != nil {
+		j.Rotation = &rotationJSON{Enabled: p.Enabled, IntervalMonth: p.IntervalMonth}
 	}
 	for _, a := range k.Aliases {
 		j.Aliases = append(j.Aliases, a.Name)
@@ -298,6 +319,7 @@ func (s *Server) createKey(r *http.Request, now time.Time) result {
 		Expiration:  res.ExpirationDate,
 	}
 	k.Versions[0].ID = k.ID // the first version carries the key's id, as in the service
+	s.applyInstanceKeyPolicies(k, subject(r), now)
 	for _, a := range res.Aliases {
 		if !k.hasAlias(a) {
 			k.Aliases = append(k.Aliases, alias{Name: a, Created: now})
@@ -455,6 +477,20 @@ func (s *Server) deleteKey(r *http.Request, now time.Time) result {
 	if e := deletionBlocked(k, force); e != nil {
 		return fail(e)
 	}
+	if k.dualAuth() {
+		switch a := k.pendingAuth(now); {
+		case a == nil:
+			// error-messages.md, "Number of authorizations required to
+			// delete is not met".
+			e := reasonErr(http.StatusConflict, what("delete"), "AUTHORIZATIONS_NOT_MET", msgAuthsNotMet)
+			e.msg = "Conflict: 1 prior authorization(s) are required for deletion: " + what("delete") + ". Please see `reasons` for more details."
+			return fail(e)
+		case a.By == subject(r):
+			// The second authorization must come from someone else.
+			return fail(reasonErr(http.StatusConflict, what("delete"), "AUTHORIZATIONS_NOT_MET", msgAuthFailed))
+		}
+	}
+	k.DeletionAuth = nil
 	t := now
 	k.Deleted, k.State, k.Changed = &t, stateDestroyed, now
 	k.touch(now)
@@ -513,6 +549,7 @@ func (s *Server) purgeKey(r *http.Request, now time.Time) result {
 	}
 	rendered := s.render(k, now, false)
 	delete(s.keys, k.ID)
+	delete(s.rotating, k.ID)
 	for _, a := range k.Aliases {
 		delete(s.aliases, a.Name)
 	}

@@ -1,6 +1,7 @@
 package kpemu
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -50,6 +51,10 @@ func (s *Server) routes() http.Handler {
 	api("DELETE /api/v2/keys/{id}/purge", "key_purge", s.purgeKey)
 	api("GET /api/v2/keys/{id}/versions", "key_versions", s.listVersions)
 	api("GET /api/v2/keys/{id}/registrations", "registrations", s.listRegistrations)
+	api("GET /api/v2/keys/{id}/policies", "key_policies_get", s.getKeyPolicies)
+	api("PUT /api/v2/keys/{id}/policies", "key_policies_put", s.putKeyPolicies)
+	api("GET /api/v2/instance/policies", "instance_policies_get", s.getInstancePolicies)
+	api("PUT /api/v2/instance/policies", "instance_policies_put", s.putInstancePolicies)
 	api("POST /api/v2/keys/{id}/aliases/{alias}", "alias_create", s.createAlias)
 	api("DELETE /api/v2/keys/{id}/aliases/{alias}", "alias_delete", s.deleteAlias)
 	actionName := func(r *http.Request) string {
@@ -140,11 +145,18 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 // api checks the token and the instance, then runs h and writes its answer.
 func (s *Server) api(h apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := s.now()
-		if e := s.authorize(r, now); e != nil {
+		sub, e := s.authorize(r)
+		if e != nil {
 			writeError(w, e)
 			return
 		}
+		if e := s.networkPolicy(r); e != nil {
+			writeError(w, e)
+			return
+		}
+		now := s.now()
+		s.rotateDue(now)
+		r = r.WithContext(context.WithValue(r.Context(), subjectKey{}, sub))
 		res := h(r, now)
 		if res.err != nil {
 			writeError(w, res.err)
@@ -161,28 +173,42 @@ func (s *Server) api(h apiHandler) http.Handler {
 	})
 }
 
-func (s *Server) authorize(r *http.Request, now time.Time) *apiError {
+// subjectKey carries the token's subject (the caller's identity) in a Key
+// Protect request's context.
+type subjectKey struct{}
+
+// subject is the identity that sent a Key Protect request: its token's
+// subject, an API key's id.
+func subject(r *http.Request) string {
+	sub, _ := r.Context().Value(subjectKey{}).(string)
+	return sub
+}
+
+// authorize checks the token and the instance and returns the token's
+// subject.
+func (s *Server) authorize(r *http.Request) (string, *apiError) {
 	h := r.Header.Get("authorization")
 	if h == "" {
-		return errUnauthorized()
+		return "", errUnauthorized()
 	}
 	tok, ok := bearer(h)
 	if !ok {
-		return errBearer()
+		return "", errBearer()
 	}
-	if !s.verifyToken(tok, time.Now()) {
-		return errUnauthorized()
+	sub, ok := s.verifyToken(tok, time.Now())
+	if !ok {
+		return "", errUnauthorized()
 	}
 	inst := r.Header.Get("bluemix-instance")
 	if !isUUID(inst) {
-		return errBadInstance()
+		return "", errBadInstance()
 	}
 	if !strings.EqualFold(inst, s.cfg.InstanceID) {
 		// A token without access to the named instance: the service
 		// answers as for any resource the caller may not see.
-		return errUnauthorized()
+		return "", errUnauthorized()
 	}
-	return nil
+	return sub, nil
 }
 
 // readBody reads a request body within maxBody. An empty body is returned

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,11 @@ type Config struct {
 	// RotateCooldown is the minimum time between two rotations of one key
 	// (KEY_ROTATION_NOT_PERMITTED). Default 1h; negative disables it.
 	RotateCooldown time.Duration
+	// MonthLength is how long a rotation policy's month lasts (default 30
+	// days, as the service counts one): a root key with an enabled policy of
+	// interval_month N is rotated N*MonthLength after its last rotation.
+	// Tests and demos shorten it.
+	MonthLength time.Duration
 	// Logger receives one line per request (route, status, correlation id;
 	// never a body, token or API key). Default: discard.
 	Logger *slog.Logger
@@ -54,6 +60,14 @@ type Server struct {
 	signKey []byte
 	apiKeys map[string]apiKeyState // by apiKeyID
 	offset  time.Duration          // virtual clock offset, moved by AdvanceClock
+	// rotating holds the keys with an enabled rotation policy, by id.
+	rotating map[string]*key
+	// instPolicies are the instance policies by type; privateOnly,
+	// allowedIPOn and allowedIPs are what networkPolicy enforces of them.
+	instPolicies map[string]*instancePolicy
+	privateOnly  bool
+	allowedIPOn  bool
+	allowedIPs   []netip.Prefix
 
 	faults  faultState
 	counter counters
@@ -81,17 +95,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RotateCooldown == 0 {
 		cfg.RotateCooldown = time.Hour
 	}
+	if cfg.MonthLength <= 0 {
+		cfg.MonthLength = 30 * 24 * time.Hour
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		keys:    map[string]*key{},
-		aliases: map[string]string{},
-		apiKeys: map[string]apiKeyState{},
-		signKey: randomBytes(32),
+		cfg:          cfg,
+		log:          log,
+		keys:         map[string]*key{},
+		aliases:      map[string]string{},
+		apiKeys:      map[string]apiKeyState{},
+		signKey:      randomBytes(32),
+		rotating:     map[string]*key{},
+		instPolicies: map[string]*instancePolicy{},
 	}
 	for _, k := range cfg.APIKeys {
 		if k == "" {
@@ -111,6 +130,13 @@ func New(cfg Config) (*Server, error) {
 				for _, a := range k.Aliases {
 					s.aliases[a.Name] = k.ID
 				}
+				s.trackRotation(k)
+			}
+			for _, p := range st.InstancePolicies {
+				s.instPolicies[p.Type] = p
+			}
+			if err := s.refreshNetworkLocked(); err != nil {
+				return nil, fmt.Errorf("kpemu: state file %s is corrupt: %w", cfg.StatePath, err)
 			}
 		} else if err := s.persistLocked(); err != nil {
 			return nil, fmt.Errorf("kpemu: create state file: %w", err)
@@ -140,10 +166,12 @@ func (s *Server) now() time.Time {
 // sleeping. IAM tokens keep the wall clock.
 func (s *Server) AdvanceClock(d time.Duration) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if d > 0 {
 		s.offset += d
 	}
+	s.mu.Unlock()
+	// Rotation policies that came due rotate their keys at once.
+	s.rotateDue(s.now())
 }
 
 // SetAPIKey adds an API key, or changes what it may do: revoked keeps it
@@ -170,6 +198,11 @@ func (s *Server) persistLocked() error {
 	for _, k := range s.keys {
 		st.Keys = append(st.Keys, k)
 	}
+	for _, t := range instancePolicyTypes {
+		if p := s.instPolicies[t]; p != nil {
+			st.InstancePolicies = append(st.InstancePolicies, p)
+		}
+	}
 	b, err := jsonMarshalIndent(st)
 	if err != nil {
 		return err
@@ -183,6 +216,10 @@ type Instance struct {
 	URL  string
 	srv  *http.Server
 	done chan error
+	// The rotation policies' ticker: stop ends it, ticked reports its end.
+	stop     chan struct{}
+	ticked   chan struct{}
+	stopOnce sync.Once
 }
 
 // Listen starts an emulator on addr ("127.0.0.1:0" picks a free port). With
@@ -208,8 +245,11 @@ func Listen(cfg Config, addr, certFile, keyFile string) (*Instance, error) {
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 		},
-		done: make(chan error, 1),
+		done:   make(chan error, 1),
+		stop:   make(chan struct{}),
+		ticked: make(chan struct{}),
 	}
+	go in.tick(min(max(s.cfg.MonthLength/10, 10*time.Millisecond), time.Minute))
 	go func() {
 		var err error
 		if scheme == "https" {
@@ -225,8 +265,26 @@ func Listen(cfg Config, addr, certFile, keyFile string) (*Instance, error) {
 	return in, nil
 }
 
+// tick rotates the keys whose rotation policy is due, every period, also
+// when no request comes, until Close.
+func (in *Instance) tick(period time.Duration) {
+	defer close(in.ticked)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			in.rotateDue(in.now())
+		case <-in.stop:
+			return
+		}
+	}
+}
+
 // Close stops the emulator, letting requests in flight finish for up to ctx.
 func (in *Instance) Close(ctx context.Context) error {
+	in.stopOnce.Do(func() { close(in.stop) })
+	<-in.ticked
 	err := in.srv.Shutdown(ctx)
 	if err != nil {
 		_ = in.srv.Close()

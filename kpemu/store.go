@@ -53,6 +53,11 @@ type key struct {
 	// Registrations are the cloud resources IBM services encrypt with the
 	// key; a purge removes them with the key.
 	Registrations []registration `json:"registrations,omitempty"`
+	// The key's policies, and the pending first authorization of a delete
+	// under a dual authorization policy.
+	RotationPolicy *keyPolicy    `json:"rotationPolicy,omitempty"`
+	DualAuthPolicy *keyPolicy    `json:"dualAuthPolicy,omitempty"`
+	DeletionAuth   *deletionAuth `json:"deletionAuth,omitempty"`
 }
 
 // touch records a change of the key (its lastUpdateDate).
@@ -101,6 +106,8 @@ type stateFile struct {
 	InstanceID string `json:"instanceId"`
 	SigningKey []byte `json:"signingKey"` // signs IAM tokens, so tokens survive a restart
 	Keys       []*key `json:"keys"`
+	// InstancePolicies are the instance's policies (schema 2).
+	InstancePolicies []*instancePolicy `json:"instancePolicies,omitempty"`
 }
 
 // stateSchema is the state file's format. Schema 1 files (before
