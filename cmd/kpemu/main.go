@@ -46,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	keyFile := fs.String("tls-key", "", "TLS private key file")
 	actionCooldown := fs.Duration("action-cooldown", 30*time.Second, "wait the service enforces before enable/restore after a state change (0 turns it off)")
 	rotateCooldown := fs.Duration("rotate-cooldown", time.Hour, "minimum time between rotations of one key (0 turns it off)")
+	month := fs.Duration("month", 30*24*time.Hour, "how long a rotation policy's month lasts (shorten it to see policy rotations)")
 	quiet := fs.Bool("quiet", false, "do not log each request")
 	rateLimit := fs.Float64("rate-limit", 0, "Key Protect requests per second the instance accepts before answering 429 (0: no limit)")
 	if err := fs.Parse(args); err != nil {
@@ -65,6 +66,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if *instance == "" {
 		return errors.New("--instance-id is required")
 	}
+	if *month <= 0 {
+		return errors.New("--month must be a positive duration")
+	}
 	if (*certFile == "") != (*keyFile == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
@@ -79,6 +83,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		StatePath:      *state,
 		ActionCooldown: offIfZero(*actionCooldown),
 		RotateCooldown: offIfZero(*rotateCooldown),
+		MonthLength:    *month,
 		Logger:         logger,
 	}
 	in, err := kpemu.Listen(cfg, *addr, *certFile, *keyFile)

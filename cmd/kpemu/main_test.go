@@ -23,7 +23,7 @@ func TestBinaryPrintsAddressAndStopsOnSIGTERM(t *testing.T) {
 	}
 	state := filepath.Join(t.TempDir(), "state.json")
 	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--api-key", "cmd-test-key",
-		"--instance-id", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "--state", state, "--quiet")
+		"--instance-id", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "--state", state, "--quiet", "--month", "1s")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +62,23 @@ func TestBinaryPrintsAddressAndStopsOnSIGTERM(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("token: %d", resp.StatusCode)
 	}
+
+	// --month 1s: a rotation policy of one month rotates the key within
+	// about a second.
+	t.Setenv("KP_URL", base)
+	t.Setenv("KP_API_KEY", "cmd-test-key")
+	t.Setenv("KP_INSTANCE_ID", "3f2504e0-4f89-41d3-9a0c-0305e82c3301")
+	t.Setenv("KP_TOKEN_URL", "")
+	id := strings.TrimSpace(mustCtl(t, "create-root", "month-test"))
+	mustCtl(t, "rotation-policy", "1", id)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(mustCtl(t, "show", id), `"lastRotateDate"`) {
+		if time.Now().After(deadline) {
+			t.Fatal("no policy rotation with --month 1s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +104,7 @@ func TestBadFlagsAreErrors(t *testing.T) {
 		"bad instance":   {"--api-key", "k", "--instance-id", "x"},
 		"half TLS":       {"--api-key", "k", "--instance-id", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "--tls-cert", "c.pem"},
 		"stray argument": {"--api-key", "k", "--instance-id", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "extra"},
+		"zero month":     {"--api-key", "k", "--instance-id", "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "--month", "0"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv("KPEMU_API_KEY", "")
