@@ -147,10 +147,18 @@ func (s *SWTPM) Kill() {
 	<-s.done
 }
 
+// Pause stops swtpm with SIGSTOP, as a TPM that hangs: commands sent to it
+// wait for an answer until Resume.
+func (s *SWTPM) Pause() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused swtpm go on (SIGCONT).
+func (s *SWTPM) Resume() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
+
 // Stop closes both channels, which makes swtpm exit, and waits for it
 // (killing it after 5 s). Calling Stop twice is harmless; t.Cleanup calls
 // it too.
 func (s *SWTPM) Stop() {
+	_ = s.Resume()
 	s.Conn.Close()
 	s.ctrlMu.Lock()
 	s.ctrl.Close()

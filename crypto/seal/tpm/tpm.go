@@ -454,6 +454,9 @@ func (s *Sealer) lostLocked(err error) error {
 // lost them, and wipes the host's secrets. The host state is forgotten even
 // if a flush fails.
 func (s *Sealer) forgetLocked() error {
+	// The host's secrets go first: the flushes below wait for the TPM,
+	// which may not answer.
+	secmem.Wipe(s.mem.Bytes()[:cmdAt])
 	var errs []error
 	if s.void == nil && s.obj != 0 {
 		// After an unnoticed TPM reset our handles could name another
@@ -487,22 +490,35 @@ func (s *Sealer) flush(h tpm2.TPMHandle) error {
 	return err
 }
 
-// Wipe flushes the sealed object and its session from the TPM and forgets
-// the auth value; Derive returns seal.ErrWiped until the next Seal. It
-// waits for a command in flight but not for ctx: wiping is how the node
-// locks. An error means a flush failed (the TPM stopped answering); the
-// host has forgotten the key regardless, and the kernel's resource manager
-// flushes what is left when the device is closed.
-func (s *Sealer) Wipe(context.Context) error {
-	s.sem <- struct{}{}
-	defer s.unlock()
-	if s.closed {
+// Wipe forgets the auth value and the session key at once, then flushes
+// the sealed object and its session from the TPM; Derive returns
+// seal.ErrWiped until the next Seal. It waits for a command in flight and
+// for the flushes only as long as ctx allows: a TPM that does not answer
+// makes Wipe fail, never hang. An error means the TPM was busy or a flush
+// failed; the kernel's resource manager flushes what is left when the
+// device is closed, and without the auth value the object cannot be used.
+func (s *Sealer) Wipe(ctx context.Context) error {
+	if err := s.lock(ctx); err != nil {
+		return fmt.Errorf("wipe: the tpm is busy with a command that does not end: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer s.unlock()
+		if s.closed {
+			done <- nil
+			return
+		}
+		done <- s.forgetLocked()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("wipe: %w", err)
+		}
 		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wipe: the tpm does not answer: %w", ctx.Err())
 	}
-	if err := s.forgetLocked(); err != nil {
-		return fmt.Errorf("wipe: %w", err)
-	}
-	return nil
 }
 
 // Close wipes, closes the TPM connection and frees the locked memory.

@@ -536,3 +536,40 @@ func TestOpenMissingDeviceFails(t *testing.T) {
 		t.Fatal("Open of a missing device succeeded")
 	}
 }
+
+// TestWipeOfAHungTPMFailsInsteadOfHanging: with swtpm stopped, Wipe gives
+// up when its context ends, having forgotten the host's secrets; once the
+// TPM answers again a Wipe succeeds and nothing is sealed.
+func TestWipeOfAHungTPMFailsInsteadOfHanging(t *testing.T) {
+	s, sw := newSealer(t)
+	mustSeal(t, s, randomDEK(t))
+	if err := sw.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := s.Wipe(ctx)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wipe of a hung TPM: %v, want a deadline error", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Wipe took %v with a 300ms context", d)
+	}
+	// A second wipe waits for the first one's flush, within its own ctx.
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel2()
+	if err := s.Wipe(ctx2); err == nil {
+		t.Fatal("a Wipe behind a hung one succeeded")
+	}
+	if err := sw.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wipe(t.Context()); err != nil {
+		t.Fatalf("Wipe after the TPM answers again: %v", err)
+	}
+	var out [32]byte
+	if err := s.Derive(t.Context(), []byte("x"), out[:]); !errors.Is(err, seal.ErrWiped) {
+		t.Fatalf("Derive after the wipe: %v, want ErrWiped", err)
+	}
+}
