@@ -231,7 +231,8 @@ func (s *Store) removeStale() {
 		return
 	}
 	for _, n := range names {
-		if strings.HasPrefix(n, tempPrefix(s.name)) || strings.HasPrefix(n, tempPrefix(s.name+PrevSuffix)) {
+		if strings.HasPrefix(n, tempPrefix(s.name)) || strings.HasPrefix(n, tempPrefix(s.name+PrevSuffix)) ||
+			strings.HasPrefix(n, tempPrefix(IdentityFileName)) || strings.HasPrefix(n, tempPrefix(IdentityFileName+PrevSuffix)) {
 			_ = s.remove(n) // unlinkat without AT_REMOVEDIR leaves directories alone
 		}
 	}
