@@ -14,11 +14,8 @@ import (
 	kp "github.com/IBM/keyprotect-go-client"
 
 	"github.com/byokd/byokd/agent/config"
-	"github.com/byokd/byokd/agent/keyprotect"
 	"github.com/byokd/byokd/agent/lock"
-	"github.com/byokd/byokd/agent/poller"
-	"github.com/byokd/byokd/agent/wdek"
-	"github.com/byokd/byokd/crypto/seal"
+	"github.com/byokd/byokd/agent/node"
 	"github.com/byokd/byokd/internal/testenv"
 	"github.com/byokd/byokd/kpemu"
 )
@@ -37,11 +34,7 @@ type fleet struct {
 }
 
 type fleetNode struct {
-	m      *lock.Machine
-	kpc    *keyprotect.Client
-	store  *wdek.Store
-	sealer *seal.Memory
-	p      *poller.Poller
+	*node.Node
 
 	locks      atomic.Int64 // transitions into LOCKED
 	lockedAt   atomic.Int64 // unix nanoseconds of the last transition into LOCKED
@@ -73,22 +66,15 @@ func startFleet(t testing.TB, k *testenv.KP, root string, cfg fleetConfig) *flee
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if n.store, err = wdek.Open(dir); err != nil {
-			t.Fatal(err)
-		}
-		if n.sealer, err = seal.NewMemory(); err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		n.kpc, err = keyprotect.New(keyprotect.Config{
-			URL: k.URL, TokenURL: k.TokenURL(), InstanceID: testenv.InstanceID,
-			RootKeyID: root, APIKey: testenv.APIKey, Timeout: 10 * time.Second,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.m = lock.New(lock.Status{RootKeyID: root, Sealer: "memory", Generation: 1}, lock.Hooks{
-			Wipe: n.sealer.Wipe,
-			Transition: func(from, to lock.Status, _ lock.Event) {
+		c := config.Default()
+		c.ClusterID = fmt.Sprintf("fleet-%04d", i)
+		c.KeyProtect.URL, c.KeyProtect.IAMURL, c.KeyProtect.AllowInsecureHTTP = k.URL, k.URL, true
+		c.KeyProtect.InstanceID, c.KeyProtect.RootKeyID = testenv.InstanceID, root
+		c.State.Dir, c.State.Provision = dir, true
+		c.Poll = cfg.poll
+		c.Sealer.Backend = "memory"
+		if n.Node, err = node.New(c, node.Deps{APIKey: testenv.APIKey, NoOps: true,
+			OnTransition: func(from, to lock.Status, _ lock.Event) {
 				if from.State == to.State {
 					return
 				}
@@ -99,20 +85,15 @@ func startFleet(t testing.TB, k *testenv.KP, root string, cfg fleetConfig) *flee
 				case lock.Unlocked:
 					n.unlockedAt.Store(time.Now().UnixNano())
 				}
-			},
-		})
-		n.p = poller.New(poller.Config{
-			KP: n.kpc, Store: n.store, Sealer: n.sealer, Machine: n.m,
-			RootKeyID: root, InstanceID: testenv.InstanceID, ClusterID: fmt.Sprintf("fleet-%04d", i),
-			Provision: true, Interval: time.Duration(cfg.poll.Interval), Jitter: cfg.poll.Jitter,
-			ProofInterval: time.Duration(cfg.poll.ProofInterval), OfflineGrace: time.Duration(cfg.poll.OfflineGrace),
-		})
+			}}); err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
 		f.nodes = append(f.nodes, n)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	for _, n := range f.nodes {
-		f.wg.Go(func() { n.p.Run(ctx) })
+		f.wg.Go(func() { _ = n.Run(ctx) })
 	}
 	return f
 }
@@ -125,9 +106,7 @@ func (f *fleet) stop() {
 	f.wg.Wait()
 	f.cancel = nil
 	for _, n := range f.nodes {
-		n.kpc.Close()
-		n.store.Close()
-		n.sealer.Close()
+		n.Close()
 	}
 }
 
@@ -139,7 +118,7 @@ func (f *fleet) waitAll(t testing.TB, state lock.State, since time.Time, timeout
 	for {
 		in := 0
 		for _, n := range f.nodes {
-			if n.m.Status().State == state {
+			if n.Machine.Status().State == state {
 				in++
 			}
 		}
@@ -167,7 +146,7 @@ func (f *fleet) waitAll(t testing.TB, state lock.State, since time.Time, timeout
 func (f *fleet) states() string {
 	count := map[string]int{}
 	for _, n := range f.nodes {
-		count[n.m.Status().State.String()]++
+		count[n.Machine.Status().State.String()]++
 	}
 	return fmt.Sprint(count)
 }

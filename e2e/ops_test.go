@@ -80,7 +80,7 @@ timeout = "5s"
 	for _, want := range []string{
 		`byokd_state{state="LOCKED"} 1`,
 		`byokd_state{state="UNLOCKED"} 0`,
-		`byokd_lock_events_total{reason="root key disabled"} 1`,
+		`byokd_lock_events_total{cause="key-disabled"} 1`,
 		`byokd_keyprotect_requests_total{operation="metadata",outcome="ok"}`,
 		`byokd_keyprotect_requests_total{operation="wrap",outcome="ok"} 1`,
 		`byokd_keyprovider_requests_total{code="OK",method="Status"}`,

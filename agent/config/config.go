@@ -100,6 +100,11 @@ type Poll struct {
 	// OfflineGrace is how long byokd keeps serving while Key Protect cannot
 	// be reached; 0 locks at the first failed poll.
 	OfflineGrace Duration `toml:"offline_grace"`
+	// ConfirmWindow is how long an access refusal (401, 403, or IAM
+	// refusing the API key) or a Key Protect internal error (422) must
+	// persist before byokd locks: a network policy or a wrong region
+	// refuses every node at once. Never longer than OfflineGrace.
+	ConfirmWindow Duration `toml:"confirm_window"`
 	// LockOnExpired locks when the root key expires, although Key Protect
 	// still unwraps with an expired key.
 	LockOnExpired bool `toml:"lock_on_expired"`
@@ -174,6 +179,7 @@ func defaults() *Config {
 			Jitter:        0.1,
 			ProofInterval: Duration(10 * time.Minute),
 			OfflineGrace:  Duration(time.Hour),
+			ConfirmWindow: Duration(time.Minute),
 		},
 		Sealer: Sealer{Backend: "auto", TPMDevice: "/dev/tpmrm0"},
 		Socket: Socket{
@@ -186,6 +192,12 @@ func defaults() *Config {
 		Log: Log{Level: "info", Format: "json"},
 	}
 }
+
+// Default returns the configuration of an empty file: every default,
+// without the required keys (cluster_id, [keyprotect]'s url, instance_id
+// and root_key_id, the allow-list), for code that builds a node without a
+// file, such as the fleet simulation.
+func Default() *Config { return defaults() }
 
 // DefaultPoll is the [poll] table of an empty configuration.
 func DefaultPoll() Poll { return defaults().Poll }
@@ -306,6 +318,9 @@ func (c *Config) Loosened() []string {
 	}
 	if c.Poll.OfflineGrace > def.Poll.OfflineGrace {
 		out = append(out, fmt.Sprintf("poll.offline_grace = %q: keys stay unlocked that long without reaching Key Protect (default %q)", c.Poll.OfflineGrace, def.Poll.OfflineGrace))
+	}
+	if c.Poll.ConfirmWindow > def.Poll.ConfirmWindow {
+		out = append(out, fmt.Sprintf("poll.confirm_window = %q: keys stay unlocked that long after Key Protect refuses access (default %q)", c.Poll.ConfirmWindow, def.Poll.ConfirmWindow))
 	}
 	return out
 }

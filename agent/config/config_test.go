@@ -241,6 +241,10 @@ func TestParseRejectsBadDocuments(t *testing.T) {
 			[]string{`config.toml:10: poll.offline_grace: must be between 0s and 7d, got "168h0m1s"`}},
 		{"negative offline grace", minimal + "[poll]\noffline_grace = \"-1s\"\n",
 			[]string{`config.toml:10: poll.offline_grace: must be between 0s and 7d, got "-1s"`}},
+		{"confirmation window over an hour", minimal + "[poll]\nconfirm_window = \"61m\"\n",
+			[]string{`config.toml:10: poll.confirm_window: must be between 0s and 1h, got "1h1m"`}},
+		{"negative confirmation window", minimal + "[poll]\nconfirm_window = \"-1s\"\n",
+			[]string{`config.toml:10: poll.confirm_window: must be between 0s and 1h, got "-1s"`}},
 		{"tpm backend without device", minimal + "[sealer]\nbackend = \"tpm\"\ntpm_device = \"\"\n",
 			[]string{`config.toml:11: sealer.tpm_device: must not be empty`}},
 		{"socket path relative", strings.Replace(minimal, "[socket]", "[socket]\npath = \"byokd.sock\"", 1),
@@ -358,6 +362,7 @@ func TestMinimalFileGetsEveryDefault(t *testing.T) {
 			Jitter:        0.1,
 			ProofInterval: Duration(10 * time.Minute),
 			OfflineGrace:  Duration(time.Hour),
+			ConfirmWindow: Duration(time.Minute),
 		},
 		Sealer: Sealer{Backend: "auto", TPMDevice: "/dev/tpmrm0"},
 		Socket: Socket{
@@ -477,7 +482,7 @@ func TestLoosenedListsEverySettingLessSafeThanItsDefault(t *testing.T) {
 	noCredentials(t)
 	doc := strings.Replace(minimal, "[socket]", "allow_insecure_http = true\n[socket]\nmode = \"0666\"\nallow_world_access = true", 1) +
 		"[ops]\nlisten = \"0.0.0.0:9464\"\nallow_remote_ops = true\n" +
-		"[poll]\ninterval = \"1m\"\nproof_interval = \"1h\"\noffline_grace = \"2d\"\nlock_on_expired = false\n"
+		"[poll]\ninterval = \"1m\"\nproof_interval = \"1h\"\noffline_grace = \"2d\"\nconfirm_window = \"5m\"\nlock_on_expired = false\n"
 	cfg, err := Parse("config.toml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -489,13 +494,14 @@ func TestLoosenedListsEverySettingLessSafeThanItsDefault(t *testing.T) {
 		`ops.allow_remote_ops = true: the ops listener "0.0.0.0:9464"`,
 		`poll.interval = "1m"`,
 		`poll.offline_grace = "2d"`,
+		`poll.confirm_window = "5m"`,
 	} {
 		if !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, want) }) {
 			t.Errorf("Loosened() lacks %q:\n%s", want, strings.Join(got, "\n"))
 		}
 	}
-	if len(got) != 5 {
-		t.Errorf("Loosened() has %d entries, want 5:\n%s", len(got), strings.Join(got, "\n"))
+	if len(got) != 6 {
+		t.Errorf("Loosened() has %d entries, want 6:\n%s", len(got), strings.Join(got, "\n"))
 	}
 	if slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "lock_on_expired") }) {
 		t.Error("Loosened() lists lock_on_expired = false, the default")

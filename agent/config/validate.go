@@ -140,6 +140,7 @@ func (v *validator) poll(p *Poll) {
 		v.fail("poll.proof_interval", "%q is shorter than poll.interval %q", p.ProofInterval, p.Interval)
 	}
 	v.between("poll.offline_grace", p.OfflineGrace, 0, 7*24*time.Hour)
+	v.between("poll.confirm_window", p.ConfirmWindow, 0, time.Hour)
 }
 
 func (v *validator) sealer(s *Sealer) {

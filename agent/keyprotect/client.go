@@ -1,18 +1,25 @@
 // Package keyprotect talks to IBM Key Protect for byokd — metadata, wrap and
 // unwrap of the node key — and classifies every answer for the lock.
+//
+// Metadata goes through keyprotect-go-client. The two calls whose answers
+// carry the clear data encryption key — unwrap, and wrap without plaintext
+// (create a DEK) — do not: the client hands key material back as Go strings
+// and leaves its JSON buffers in the heap, where nothing can wipe them.
+// Those two calls run on a connection of their own whose answer is read
+// into locked memory and decoded there (see secret.go).
 package keyprotect
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
-	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,15 +49,19 @@ type Config struct {
 // tokens fetched through the same transport.
 type Client struct {
 	cfg    Config
+	base   *url.URL
 	kp     *kp.Client
 	tokens *tokenSource
 	hc     *http.Client
+	tls    *tls.Config // for the calls that carry key material
+	proxy  func(*http.Request) (*url.URL, error)
 }
 
 // KeyInfo is what byokd needs from the root key's metadata.
 type KeyInfo struct {
 	ID          string
 	State       int
+	Deleted     bool
 	Version     string
 	Expiration  *time.Time
 	Extractable bool
@@ -61,10 +72,32 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	tr, err := transport(cfg)
-	if err != nil {
-		return nil, err
+	base, err := url.Parse(cfg.URL)
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
+		return nil, fmt.Errorf("key protect url %q: want http(s)://host[:port]", cfg.URL)
 	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", cfg.CAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	tr := &answerTransport{base: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsCfg,
+		TLSHandshakeTimeout:   cfg.Timeout,
+		ResponseHeaderTimeout: cfg.Timeout,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   4,
+		ForceAttemptHTTP2:     true,
+	}}
 	hc := &http.Client{Transport: tr, Timeout: cfg.Timeout}
 	c, err := kp.New(kp.ClientConfig{
 		BaseURL:    cfg.URL,
@@ -81,122 +114,90 @@ func New(cfg Config) (*Client, error) {
 	}
 	// The client logs nothing at VerboseNone; make sure it never prints.
 	c.Logger = kp.NewLogger(func(...any) {})
-	return &Client{cfg: cfg, kp: c, hc: hc, tokens: &tokenSource{url: cfg.TokenURL, apiKey: cfg.APIKey, hc: hc}}, nil
+	own := tlsCfg.Clone()
+	own.NextProtos = []string{"http/1.1"}
+	return &Client{
+		cfg: cfg, base: base, kp: c, hc: hc, tls: own, proxy: http.ProxyFromEnvironment,
+		tokens: &tokenSource{url: cfg.TokenURL, apiKey: cfg.APIKey, hc: hc},
+	}, nil
 }
 
-func transport(cfg Config) (*retryAfterTransport, error) {
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", cfg.CAFile)
-		}
-		tlsCfg.RootCAs = pool
-	}
-	base := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsCfg,
-		TLSHandshakeTimeout:   cfg.Timeout,
-		ResponseHeaderTimeout: cfg.Timeout,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   4,
-		ForceAttemptHTTP2:     true,
-	}
-	return &retryAfterTransport{base: base}, nil
+// answerTransport records the headers of an error answer into a holder the
+// caller put in the request's context: keyprotect-go-client's error type
+// keeps the body but not the headers (Retry-After, Content-Type).
+type answerTransport struct{ base http.RoundTripper }
+
+type answerKey struct{}
+
+type answerHolder struct {
+	mu     sync.Mutex
+	header http.Header
 }
 
-// retryAfterTransport records the Retry-After of a 429 or 503 answer into a
-// holder the caller put in the request's context: the client's error type
-// does not carry response headers.
-type retryAfterTransport struct{ base http.RoundTripper }
-
-type retryAfterKey struct{}
-
-type retryAfterHolder struct {
-	mu    sync.Mutex
-	after time.Duration
-}
-
-func (t *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
-		if h, ok := req.Context().Value(retryAfterKey{}).(*retryAfterHolder); ok {
-			if d := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); d > 0 {
-				h.mu.Lock()
-				h.after = d
-				h.mu.Unlock()
-			}
+	if err == nil && resp.StatusCode >= 300 {
+		if h, ok := req.Context().Value(answerKey{}).(*answerHolder); ok {
+			h.mu.Lock()
+			h.header = resp.Header.Clone()
+			h.mu.Unlock()
 		}
 	}
 	return resp, err
 }
 
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
-}
-
-type retryAfterError struct {
-	err   error
-	after time.Duration
-}
-
-func (e *retryAfterError) Error() string { return e.err.Error() }
-func (e *retryAfterError) Unwrap() error { return e.err }
-
-// call runs fn with an IAM token and a Retry-After holder in its context; a
-// 401 is retried once with a fresh token, since our cached one may have just
-// expired on the server's clock.
-func (c *Client) call(ctx context.Context, fn func(ctx context.Context) error) error {
-	holder := &retryAfterHolder{}
-	ctx = context.WithValue(ctx, retryAfterKey{}, holder)
-	var err error
-	for attempt := 0; attempt < 2; attempt++ {
-		var tok string
-		tok, err = c.tokens.token(ctx, attempt > 0)
+// call runs fn with an IAM token; a 401 is retried once with a fresh token,
+// since our cached one may have just expired on the server's clock. When no
+// fresh token can be had, the 401 stands: it is Key Protect's answer, and
+// IAM being unreachable does not make it transient.
+func (c *Client) call(ctx context.Context, fn func(ctx context.Context, token string) error) error {
+	var first *APIError
+	for attempt := 0; ; attempt++ {
+		tok, err := c.tokens.token(ctx, attempt > 0)
 		if err != nil {
-			break
+			if first != nil {
+				first.Refresh = err
+				return first
+			}
+			return err
 		}
-		err = fn(kp.NewContextWithAuth(ctx, "Bearer "+tok))
-		var kerr *kp.Error
-		if !errors.As(err, &kerr) || kerr.StatusCode != http.StatusUnauthorized {
-			break
+		err = fn(ctx, tok)
+		var ae *APIError
+		if attempt == 0 && errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
+			first = ae
+			continue
 		}
+		return err
 	}
-	holder.mu.Lock()
-	after := holder.after
-	holder.mu.Unlock()
-	if err != nil && after > 0 {
-		return &retryAfterError{err: err, after: after}
-	}
-	return err
 }
 
 // Metadata reads the root key's metadata (never its material).
 func (c *Client) Metadata(ctx context.Context) (*KeyInfo, error) {
 	var k *kp.Key
-	err := c.call(ctx, func(ctx context.Context) error {
+	err := c.call(ctx, func(ctx context.Context, tok string) error {
+		holder := &answerHolder{}
+		ctx = context.WithValue(kp.NewContextWithAuth(ctx, "Bearer "+tok), answerKey{}, holder)
 		var err error
 		k, err = c.kp.GetKeyMetadata(ctx, c.cfg.RootKeyID)
+		var kerr *kp.Error
+		if errors.As(err, &kerr) {
+			holder.mu.Lock()
+			h := holder.header
+			holder.mu.Unlock()
+			if h == nil {
+				h = http.Header{}
+			}
+			return newAPIError("metadata", kerr.StatusCode, h, kerr.BodyContent, time.Now())
+		}
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read root key %s metadata: %w", c.cfg.RootKeyID, err)
 	}
 	info := &KeyInfo{ID: k.ID, State: k.State, Expiration: k.Expiration, Extractable: k.Extractable}
+	if k.Deleted != nil {
+		info.Deleted = *k.Deleted
+	}
 	if k.KeyVersion != nil {
 		info.Version = k.KeyVersion.ID
 	}
@@ -204,9 +205,14 @@ func (c *Client) Metadata(ctx context.Context) (*KeyInfo, error) {
 }
 
 // CheckUsable turns a key's metadata into an error when its state forbids
-// use: disabled, deleted, not yet active. An expired (deactivated) key still
-// unwraps in Key Protect; the caller decides (lock_on_expired).
+// use: disabled, deleted (by state or by the deleted flag, which some
+// answers set while the state still reads deactivated), not yet active. An
+// expired (deactivated) key still unwraps in Key Protect; the caller
+// decides (lock_on_expired).
 func CheckUsable(info *KeyInfo) error {
+	if info.Deleted {
+		return &StateError{KeyID: info.ID, State: info.State, Deleted: true}
+	}
 	switch info.State {
 	case StateActive, StateDeactivated:
 		return nil
@@ -214,62 +220,13 @@ func CheckUsable(info *KeyInfo) error {
 	return &StateError{KeyID: info.ID, State: info.State}
 }
 
-// Unwrap has Key Protect unwrap the wrapped DEK. rewrapped is non-empty when
-// the root key was rotated since the DEK was wrapped: the DEK wrapped under
-// the newest version, to be stored. The caller owns dek and must wipe it.
-func (c *Client) Unwrap(ctx context.Context, ciphertext string, aad []string) (dek []byte, rewrapped string, err error) {
-	var pt, re []byte
-	err = c.call(ctx, func(ctx context.Context) error {
-		var err error
-		pt, re, err = c.kp.UnwrapV2(ctx, c.cfg.RootKeyID, []byte(ciphertext), &aad)
-		return err
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("unwrap with root key %s: %w", c.cfg.RootKeyID, err)
-	}
-	dek, derr := decodeDEK(pt)
-	clear(pt)
-	if derr != nil {
-		return nil, "", fmt.Errorf("unwrap with root key %s: %w", c.cfg.RootKeyID, derr)
-	}
-	return dek, string(re), nil
-}
-
-// WrapNew has Key Protect create a new 256-bit DEK and wrap it under the root
-// key. The caller owns dek and must wipe it.
-func (c *Client) WrapNew(ctx context.Context, aad []string) (dek []byte, ciphertext, version string, err error) {
-	var res *kp.KeyActionResponse
-	err = c.call(ctx, func(ctx context.Context) error {
-		var err error
-		res, err = c.kp.WrapCreateDEKV2(ctx, c.cfg.RootKeyID, &aad)
-		return err
-	})
-	if err != nil {
-		return nil, "", "", fmt.Errorf("create a data encryption key with root key %s: %w", c.cfg.RootKeyID, err)
-	}
-	pt := []byte(res.PlainText)
-	dek, derr := decodeDEK(pt)
-	clear(pt)
-	if derr != nil {
-		return nil, "", "", fmt.Errorf("create a data encryption key: %w", derr)
-	}
-	if res.KeyVersion != nil {
-		version = res.KeyVersion.ID
-	}
-	return dek, res.CipherText, version, nil
-}
-
-func decodeDEK(b64 []byte) ([]byte, error) {
-	dek := make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
-	n, err := base64.StdEncoding.Decode(dek, b64)
-	if err != nil || n != 32 {
-		clear(dek)
-		return nil, errors.New("key protect returned a data encryption key that is not 32 bytes of base64")
-	}
-	return dek[:n], nil
-}
-
 // Close drops idle connections.
 func (c *Client) Close() {
 	c.hc.CloseIdleConnections()
+}
+
+// actionPath is the path of a key action on the root key.
+func (c *Client) actionPath(action string) string {
+	p := strings.TrimRight(c.base.Path, "/") + "/api/v2/keys/" + url.PathEscape(c.cfg.RootKeyID) + "/actions/" + action
+	return p
 }

@@ -18,6 +18,10 @@ type IAMError struct {
 	Status  int
 	Code    string
 	Message string
+	// JSON reports whether the answer was IAM's JSON error shape (an
+	// errorCode); a proxy's or load balancer's page is not.
+	JSON       bool
+	RetryAfter time.Duration
 }
 
 func (e *IAMError) Error() string {
@@ -70,10 +74,14 @@ func (ts *tokenSource) token(ctx context.Context, fresh bool) (string, error) {
 			ErrorMessage string `json:"errorMessage"`
 		}
 		_ = json.Unmarshal(body, &ie)
-		if ie.ErrorCode == "" {
-			ie.ErrorCode = "unknown"
+		e := &IAMError{Status: resp.StatusCode, Code: clip(ie.ErrorCode, 32), Message: clip(ie.ErrorMessage, 200), JSON: ie.ErrorCode != ""}
+		if e.Code == "" {
+			e.Code = "unknown"
 		}
-		return "", &IAMError{Status: resp.StatusCode, Code: truncate(ie.ErrorCode, 32), Message: truncate(ie.ErrorMessage, 200)}
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		}
+		return "", e
 	}
 	var t struct {
 		AccessToken string `json:"access_token"`
@@ -86,11 +94,4 @@ func (ts *tokenSource) token(ctx context.Context, fresh bool) (string, error) {
 	ts.tok = t.AccessToken
 	ts.expiry = time.Now().Add(time.Duration(t.ExpiresIn) * time.Second)
 	return ts.tok, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func newClient(t *testing.T, k *testenv.KP, rootKeyID string, mutate ...func(*Co
 	t.Helper()
 	cfg := Config{
 		URL: k.URL, TokenURL: k.TokenURL(), InstanceID: testenv.InstanceID,
-		RootKeyID: rootKeyID, APIKey: testenv.APIKey, Timeout: 5 * time.Second,
+		RootKeyID: rootKeyID, APIKey: testenv.APIKey, Timeout: 5 * time.Second, CAFile: k.CAFile,
 	}
 	for _, m := range mutate {
 		m(&cfg)
@@ -41,93 +42,110 @@ func tctx(t *testing.T) context.Context {
 var aad = []string{"byokd", "cluster:test"}
 
 func TestWrapNewThenUnwrapReturnsTheSameDEK(t *testing.T) {
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "root")
-	c := newClient(t, k, root)
-	dek, ct, version, err := c.WrapNew(tctx(t), aad)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(dek) != 32 || ct == "" || version == "" {
-		t.Fatalf("wrap: %d bytes, ct %d, version %q", len(dek), len(ct), version)
-	}
-	got, re, err := c.Unwrap(tctx(t), ct, aad)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, dek) || re != "" {
-		t.Fatalf("unwrap gave another DEK or a rewrap: re=%q", re)
-	}
-	info, err := c.Metadata(tctx(t))
-	if err != nil || info.State != StateActive || info.Version != version || CheckUsable(info) != nil {
-		t.Fatalf("metadata: %+v %v", info, err)
+	for _, k := range []*testenv.KP{testenv.StartKP(t), testenv.StartKPTLS(t)} {
+		t.Run(strings.SplitN(k.URL, ":", 2)[0], func(t *testing.T) {
+			root := k.RootKey(t, "root")
+			c := newClient(t, k, root)
+			w, err := c.WrapNew(tctx(t), aad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.DEK.Destroy()
+			if w.DEK.Len() != DEKSize || w.Ciphertext == "" || w.KeyVersion == "" {
+				t.Fatalf("wrap: %d bytes, ct %d, version %q", w.DEK.Len(), len(w.Ciphertext), w.KeyVersion)
+			}
+			u, err := c.Unwrap(tctx(t), w.Ciphertext, aad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.DEK.Destroy()
+			if !bytes.Equal(u.DEK.Bytes(), w.DEK.Bytes()) || u.Rewrapped != "" {
+				t.Fatalf("unwrap gave another DEK or a rewrap: re=%q", u.Rewrapped)
+			}
+			if u.KeyVersion != w.KeyVersion || u.StoredVersion() != w.KeyVersion {
+				t.Fatalf("unwrap answered version %q, stored %q; wrap said %q", u.KeyVersion, u.StoredVersion(), w.KeyVersion)
+			}
+			info, err := c.Metadata(tctx(t))
+			if err != nil || info.State != StateActive || info.Version != w.KeyVersion || CheckUsable(info) != nil {
+				t.Fatalf("metadata: %+v %v", info, err)
+			}
+		})
 	}
 }
 
-func TestRotationHandsBackRewrappedDEK(t *testing.T) {
+func TestRotationHandsBackRewrappedDEKWithItsVersion(t *testing.T) {
 	k := testenv.StartKP(t)
 	root := k.RootKey(t, "root")
 	c := newClient(t, k, root)
-	dek, ct, _, err := c.WrapNew(tctx(t), aad)
+	w, err := c.WrapNew(tctx(t), aad)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer w.DEK.Destroy()
 	k.Do(t, "rotate", func(ctx context.Context, kc *kp.Client) error { return kc.Rotate(ctx, root, "") })
-	got, re, err := c.Unwrap(tctx(t), ct, aad)
-	if err != nil || !bytes.Equal(got, dek) || re == "" || re == ct {
-		t.Fatalf("unwrap after rotation: same=%v re=%d err=%v", bytes.Equal(got, dek), len(re), err)
+	info, err := c.Metadata(tctx(t))
+	if err != nil {
+		t.Fatal(err)
 	}
-	got2, re2, err := c.Unwrap(tctx(t), re, aad)
-	if err != nil || !bytes.Equal(got2, dek) || re2 != "" {
+	u, err := c.Unwrap(tctx(t), w.Ciphertext, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.DEK.Destroy()
+	if !bytes.Equal(u.DEK.Bytes(), w.DEK.Bytes()) || u.Rewrapped == "" || u.Rewrapped == w.Ciphertext {
+		t.Fatalf("unwrap after rotation: same=%v re=%d", bytes.Equal(u.DEK.Bytes(), w.DEK.Bytes()), len(u.Rewrapped))
+	}
+	if u.KeyVersion != w.KeyVersion || u.RewrappedVersion != info.Version || u.StoredVersion() != info.Version {
+		t.Fatalf("versions: used %q (want %q), rewrapped %q, stored %q (want %q)", u.KeyVersion, w.KeyVersion, u.RewrappedVersion, u.StoredVersion(), info.Version)
+	}
+	u2, err := c.Unwrap(tctx(t), u.Rewrapped, aad)
+	if err != nil || !bytes.Equal(u2.DEK.Bytes(), w.DEK.Bytes()) || u2.Rewrapped != "" || u2.StoredVersion() != info.Version {
 		t.Fatalf("unwrap of the rewrapped DEK: %v", err)
 	}
+	u2.DEK.Destroy()
 }
 
-// TestClassifyAgainstKeyProtect drives each answer of the table through the
-// emulator and the real client, and checks the lock decision.
+// TestClassifyAgainstKeyProtect drives each row of the table, and each
+// other rule of Classify, through the emulator and the client, and checks
+// the lock decision.
 func TestClassifyAgainstKeyProtect(t *testing.T) {
 	k := testenv.StartKP(t)
+	refusal := func(preset string, routes ...string) func(t *testing.T) (*Client, string) {
+		return faulted(k, kpemu.Faults{Refusal: preset, Routes: routes})
+	}
 	tests := []struct {
-		name   string
-		setup  func(t *testing.T) (c *Client, ct string)
-		op     string // "unwrap" or "metadata"
-		class  Class
-		reason string
+		name  string
+		setup func(t *testing.T) (c *Client, ct string)
+		op    string // "unwrap", "unwrap-other-aad", "wrap" or "metadata"
+		class Class
+		cause string
 	}{
-		{"disabled root key, unwrap", func(t *testing.T) (*Client, string) {
+		{"disabled root key, unwrap (409 KEY_ACTION_INVALID_STATE_ERR)", func(t *testing.T) (*Client, string) {
 			root, c, ct := provisioned(t, k)
 			k.Do(t, "disable", func(ctx context.Context, kc *kp.Client) error { return kc.DisableKey(ctx, root) })
 			return c, ct
-		}, "unwrap", Authoritative, "root key not active (disabled)"},
-		{"disabled root key, metadata", func(t *testing.T) (*Client, string) {
+		}, "unwrap", KeyState, "key-disabled"},
+		{"disabled root key, metadata (state 2)", func(t *testing.T) (*Client, string) {
 			root, c, ct := provisioned(t, k)
 			k.Do(t, "disable", func(ctx context.Context, kc *kp.Client) error { return kc.DisableKey(ctx, root) })
 			return c, ct
-		}, "metadata", Authoritative, "root key disabled"},
-		{"deleted root key, unwrap", func(t *testing.T) (*Client, string) {
-			root, c, ct := provisioned(t, k)
-			k.Do(t, "delete", func(ctx context.Context, kc *kp.Client) error {
-				_, err := kc.DeleteKey(ctx, root, kp.ReturnMinimal)
-				return err
-			})
-			return c, ct
-		}, "unwrap", Authoritative, "root key deleted"},
-		{"deleted root key, metadata", func(t *testing.T) (*Client, string) {
-			root, c, ct := provisioned(t, k)
-			k.Do(t, "delete", func(ctx context.Context, kc *kp.Client) error {
-				_, err := kc.DeleteKey(ctx, root, kp.ReturnMinimal)
-				return err
-			})
-			return c, ct
-		}, "metadata", Authoritative, "root key deleted"},
-		{"unknown root key", func(t *testing.T) (*Client, string) {
+		}, "metadata", KeyState, "key-disabled"},
+		{"deleted root key, unwrap (410)", deleted(k, false), "unwrap", KeyState, "key-deleted"},
+		{"deleted root key, metadata (state 5)", deleted(k, false), "metadata", KeyState, "key-deleted"},
+		{"deleted root key reading deactivated, metadata (deleted: true)", deleted(k, true), "metadata", KeyState, "key-deleted"},
+		{"unknown root key (404 KEY_NOT_FOUND_ERR)", func(t *testing.T) (*Client, string) {
 			return newClient(t, k, "0e0e0e0e-0000-4000-8000-000000000000"), "x"
-		}, "metadata", Authoritative, "root key not found"},
-		{"wrong AAD (another cluster)", func(t *testing.T) (*Client, string) {
+		}, "metadata", KeyState, "key-not-found"},
+		{"wrong AAD, another cluster (400 INVALID_FIELD_ERR)", func(t *testing.T) (*Client, string) {
 			_, c, ct := provisioned(t, k)
 			return c, ct
-		}, "unwrap-other-aad", Authoritative, "wrapped key refused by the root key (wrong key, AAD or corrupt)"},
-		{"standard key configured as root key", func(t *testing.T) (*Client, string) {
+		}, "unwrap-other-aad", Refused, "wrapped-key-refused"},
+		{"another root key's ciphertext (400 INVALID_FIELD_ERR)", func(t *testing.T) (*Client, string) {
+			_, _, ct := provisioned(t, k)
+			root2 := k.RootKey(t, "other-root")
+			return newClient(t, k, root2), ct
+		}, "unwrap", Refused, "wrapped-key-refused"},
+		{"standard key configured as root key (400 KEY_ROOT_REQ_ERR)", func(t *testing.T) (*Client, string) {
 			var id string
 			k.Do(t, "create standard", func(ctx context.Context, kc *kp.Client) error {
 				key, err := kc.CreateStandardKey(ctx, "std", nil)
@@ -137,32 +155,43 @@ func TestClassifyAgainstKeyProtect(t *testing.T) {
 				return err
 			})
 			return newClient(t, k, id), "eA=="
-		}, "unwrap", Authoritative, "configured root key is a standard key"},
-		{"API key unknown to IAM", func(t *testing.T) (*Client, string) {
+		}, "unwrap", KeyState, "key-not-root"},
+		{"API key unknown to IAM (BXNIM0415E)", func(t *testing.T) (*Client, string) {
 			root := k.RootKey(t, "rk")
 			return newClient(t, k, root, func(c *Config) { c.APIKey = "wrong-key" }), "x"
-		}, "metadata", Authoritative, "API key rejected by IAM (BXNIM0415E)"},
-		{"access removed", func(t *testing.T) (*Client, string) {
+		}, "metadata", Access, "iam-refused"},
+		{"access removed (401)", func(t *testing.T) (*Client, string) {
 			root := k.RootKey(t, "rk")
 			k.SetAPIKey("revoked-key", true, false)
 			return newClient(t, k, root, func(c *Config) { c.APIKey = "revoked-key" }), "x"
-		}, "metadata", Authoritative, "access to Key Protect removed (401)"},
-		{"wrong instance", func(t *testing.T) (*Client, string) {
+		}, "metadata", Access, "access-refused"},
+		{"wrong instance (401)", func(t *testing.T) (*Client, string) {
 			root := k.RootKey(t, "rk")
 			return newClient(t, k, root, func(c *Config) { c.InstanceID = "0b6e1f3a-1111-4222-8333-444455556666" }), "x"
-		}, "metadata", Authoritative, "access to Key Protect removed (401)"},
-		{"503", faulted(k, kpemu.Faults{ErrorRate: 1, Routes: []string{"key_metadata"}}), "metadata", Transient, "Key Protect unavailable (503)"},
-		{"500", faulted(k, kpemu.Faults{ErrorRate: 1, ErrorStatus: 500, Routes: []string{"key_metadata"}}), "metadata", Transient, "Key Protect unavailable (500)"},
-		{"429", faulted(k, kpemu.Faults{ThrottleRate: 1, RetryAfter: kpemu.Duration(7 * time.Second), Routes: []string{"key_metadata"}}), "metadata", Transient, "Key Protect rate limit (429)"},
-		{"connection reset", faulted(k, kpemu.Faults{ResetRate: 1, Routes: []string{"key_metadata"}}), "metadata", Transient, "Key Protect unreachable"},
-		{"outage", faulted(k, kpemu.Faults{Outage: true}), "metadata", Transient, "Key Protect unreachable"},
-		{"IAM unavailable", faulted(k, kpemu.Faults{ErrorRate: 1, Routes: []string{"iam_token"}}), "metadata", Transient, "Key Protect unavailable (503)"},
+		}, "metadata", Access, "access-refused"},
+		{"network policy (401), metadata", refusal("network-policy"), "metadata", Access, "access-refused"},
+		{"network policy (401), unwrap", refusal("network-policy"), "unwrap", Access, "access-refused"},
+		{"wrong region (401)", refusal("wrong-region"), "metadata", Access, "access-refused"},
+		{"IPv6 under an allowed-IP policy (403 FEATURE_RESTRICTED_ERR)", refusal("ipv6-policy"), "unwrap", Access, "access-refused"},
+		{"HSM internal error (422)", refusal("hsm", "action_unwrap"), "unwrap", Internal, "kp-internal-error"},
+		{"HSM internal error on create (422)", refusal("hsm", "action_wrap"), "wrap", Internal, "kp-internal-error"},
+		{"proxy 407, not Key Protect", refusal("proxy-407"), "metadata", Transient, "foreign-answer"},
+		{"load balancer 403, not Key Protect", refusal("lb-403"), "unwrap", Transient, "foreign-answer"},
+		{"load balancer 404, not Key Protect", refusal("lb-404"), "metadata", Transient, "foreign-answer"},
+		{"503", faulted(k, kpemu.Faults{ErrorRate: 1, Routes: []string{"key_metadata"}}), "metadata", Transient, "unavailable"},
+		{"500 on unwrap", faulted(k, kpemu.Faults{ErrorRate: 1, ErrorStatus: 500, Routes: []string{"action_unwrap"}}), "unwrap", Transient, "unavailable"},
+		{"429", faulted(k, kpemu.Faults{ThrottleRate: 1, RetryAfter: kpemu.Duration(7 * time.Second), Routes: []string{"key_metadata"}}), "metadata", Transient, "rate-limited"},
+		{"429 on unwrap", faulted(k, kpemu.Faults{ThrottleRate: 1, RetryAfter: kpemu.Duration(7 * time.Second), Routes: []string{"action_unwrap"}}), "unwrap", Transient, "rate-limited"},
+		{"connection reset", faulted(k, kpemu.Faults{ResetRate: 1, Routes: []string{"key_metadata"}}), "metadata", Transient, "unreachable"},
+		{"connection reset on unwrap", faulted(k, kpemu.Faults{ResetRate: 1, Routes: []string{"action_unwrap"}}), "unwrap", Transient, "unreachable"},
+		{"outage", faulted(k, kpemu.Faults{Outage: true}), "metadata", Transient, "unreachable"},
+		{"IAM unavailable", faulted(k, kpemu.Faults{ErrorRate: 1, Routes: []string{"iam_token"}}), "metadata", Transient, "iam-unavailable"},
 		{"timeout", func(t *testing.T) (*Client, string) {
 			root, _, ct := provisioned(t, k)
 			c := newClient(t, k, root, func(c *Config) { c.Timeout = 200 * time.Millisecond })
-			setFaults(t, k, kpemu.Faults{Latency: kpemu.Duration(time.Second), Routes: []string{"key_metadata"}})
+			setFaults(t, k, kpemu.Faults{Latency: kpemu.Duration(time.Second), Routes: []string{"action_unwrap"}})
 			return c, ct
-		}, "metadata", Transient, ""},
+		}, "unwrap", Transient, "timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,9 +199,14 @@ func TestClassifyAgainstKeyProtect(t *testing.T) {
 			var err error
 			switch tc.op {
 			case "unwrap":
-				_, _, err = c.Unwrap(tctx(t), ct, aad)
+				var u *Unwrapped
+				if u, err = c.Unwrap(tctx(t), ct, aad); err == nil {
+					u.DEK.Destroy()
+				}
 			case "unwrap-other-aad":
-				_, _, err = c.Unwrap(tctx(t), ct, []string{"byokd", "cluster:other"})
+				_, err = c.Unwrap(tctx(t), ct, []string{"byokd", "cluster:other"})
+			case "wrap":
+				_, err = c.WrapNew(tctx(t), aad)
 			case "metadata":
 				var info *KeyInfo
 				info, err = c.Metadata(tctx(t))
@@ -181,59 +215,127 @@ func TestClassifyAgainstKeyProtect(t *testing.T) {
 				}
 			}
 			v := Classify(err)
-			if v.Class != tc.class || (tc.reason != "" && v.Reason != tc.reason) {
-				t.Fatalf("Classify(%v) = %v %q, want %v %q", err, v.Class, v.Reason, tc.class, tc.reason)
+			if v.Class != tc.class || v.Cause != tc.cause || v.Reason == "" {
+				t.Fatalf("Classify(%v) = %v %q %q, want %v %q", err, v.Class, v.Cause, v.Reason, tc.class, tc.cause)
 			}
 			if strings.Contains(fmt.Sprint(err), testenv.APIKey) {
 				t.Fatal("the error names the API key")
 			}
-			if tc.name == "429" && v.RetryAfter != 7*time.Second {
+			if strings.Contains(tc.name, "429") && v.RetryAfter != 7*time.Second {
 				t.Fatalf("Retry-After %v, want 7s", v.RetryAfter)
 			}
 		})
 	}
 }
 
-func TestClassifyWithoutKeyProtect(t *testing.T) {
+// TestAccessRefusalStandsWhenNoFreshTokenCanBeHad: a 401 is retried with a
+// fresh token; when IAM cannot give one, the answer is still Key Protect's
+// 401, never a transient failure.
+func TestAccessRefusalStandsWhenNoFreshTokenCanBeHad(t *testing.T) {
+	k := testenv.StartKP(t)
+	root := k.RootKey(t, "root")
+	k.SetAPIKey("soon-revoked", false, false)
+	c := newClient(t, k, root, func(c *Config) { c.APIKey = "soon-revoked" })
+	if _, err := c.Metadata(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	k.SetAPIKey("soon-revoked", true, false)
+	setFaults(t, k, kpemu.Faults{ErrorRate: 1, Routes: []string{"iam_token"}})
+	_, err := c.Metadata(tctx(t))
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized || ae.Refresh == nil {
+		t.Fatalf("got %v, want the 401 with the failed refresh noted", err)
+	}
+	if v := Classify(err); v.Class != Access {
+		t.Fatalf("Classify = %v %q, want access", v.Class, v.Reason)
+	}
+	if n := k.Stats()["iam_token"].Requests; n < 2 {
+		t.Fatalf("IAM asked %d times, want the first token and a refresh", n)
+	}
+}
+
+// TestClassifyTable checks every row of the table, and the rules around it,
+// on answers built by hand: the same answer with a body that is not Key
+// Protect's is transient.
+func TestClassifyTable(t *testing.T) {
+	for _, r := range table {
+		ae := &APIError{Op: r.op, Status: r.status, Code: r.code, KeyProtect: true}
+		if ae.Op == "" {
+			ae.Op = "metadata"
+		}
+		if ae.Code == "" {
+			ae.Code = "SOME_CODE"
+		}
+		if v := Classify(ae); v.Class != r.class || v.Cause != r.cause || v.Reason != r.reason {
+			t.Errorf("row %d %s: Classify = %v %q, want %v %q", r.status, r.code, v.Class, v.Cause, r.class, r.cause)
+		}
+		foreign := *ae
+		foreign.KeyProtect = false
+		want := Transient
+		if v := Classify(&foreign); v.Class != want {
+			t.Errorf("row %d %s without Key Protect's body: %v, want transient", r.status, r.code, v.Class)
+		}
+	}
 	for _, tc := range []struct {
 		err   error
 		class Class
+		cause string
 	}{
-		{nil, OK},
-		{context.DeadlineExceeded, Transient},
-		{errors.New("something odd"), Transient},
-		{&kp.Error{StatusCode: 418}, Authoritative},
-		{&kp.Error{StatusCode: 502}, Transient},
-		{&kp.Error{StatusCode: 409, Reasons: nil}, Authoritative},
-		{&StateError{KeyID: "k", State: StateSuspended}, Authoritative},
-		{&IAMError{Status: 503, Code: "x"}, Transient},
-		{&IAMError{Status: 400, Code: "BXNIM0415E"}, Authoritative},
+		{nil, OK, "ok"},
+		{context.DeadlineExceeded, Transient, "timeout"},
+		{errors.New("something odd"), Transient, "unexpected"},
+		{&APIError{Op: "metadata", Status: 418, KeyProtect: true}, KeyState, "refused-4xx"},
+		{&APIError{Op: "metadata", Status: 418}, Transient, "foreign-answer"},
+		{&APIError{Op: "unwrap", Status: 400, Code: "INVALID_FIELD_ERR", KeyProtect: true}, Refused, "wrapped-key-refused"},
+		{&APIError{Op: "metadata", Status: 400, Code: "INVALID_FIELD_ERR", KeyProtect: true}, KeyState, "refused-4xx"},
+		{&APIError{Op: "metadata", Status: 404, Code: "NOT_FOUND_ERR", KeyProtect: true}, KeyState, "refused-4xx"},
+		{&APIError{Op: "metadata", Status: 404}, Transient, "foreign-answer"},
+		{&APIError{Op: "metadata", Status: 502}, Transient, "unavailable"},
+		{&APIError{Op: "metadata", Status: 429}, Transient, "rate-limited"},
+		{&APIError{Op: "metadata", Status: 401, KeyProtect: true, Refresh: errors.New("iam down")}, Access, "access-refused"},
+		{&StateError{KeyID: "k", State: StateSuspended}, KeyState, "key-disabled"},
+		{&StateError{KeyID: "k", State: StateDeactivated, Deleted: true}, KeyState, "key-deleted"},
+		{&IAMError{Status: 503, Code: "x"}, Transient, "iam-unavailable"},
+		{&IAMError{Status: 400, Code: "BXNIM0415E", JSON: true}, Access, "iam-refused"},
+		{&IAMError{Status: 403, Code: "unknown"}, Transient, "foreign-answer"},
 	} {
-		if v := Classify(tc.err); v.Class != tc.class {
-			t.Errorf("Classify(%v) = %v, want %v", tc.err, v.Class, tc.class)
+		if v := Classify(tc.err); v.Class != tc.class || v.Cause != tc.cause {
+			t.Errorf("Classify(%v) = %v %q, want %v %q", tc.err, v.Class, v.Cause, tc.class, tc.cause)
 		}
 	}
 	if d := parseRetryAfter("12", time.Now()); d != 12*time.Second {
 		t.Fatalf("Retry-After seconds: %v", d)
 	}
 	now := time.Now()
-	if d := parseRetryAfter(now.Add(90*time.Second).UTC().Format(httpTime), now); d < 80*time.Second || d > 91*time.Second {
+	if d := parseRetryAfter(now.Add(90*time.Second).UTC().Format(http.TimeFormat), now); d < 80*time.Second || d > 91*time.Second {
 		t.Fatalf("Retry-After date: %v", d)
 	}
 }
-
-const httpTime = "Mon, 02 Jan 2006 15:04:05 GMT"
 
 func provisioned(t *testing.T, k *testenv.KP) (root string, c *Client, ct string) {
 	t.Helper()
 	root = k.RootKey(t, "root")
 	c = newClient(t, k, root)
-	dek, ct, _, err := c.WrapNew(tctx(t), aad)
+	w, err := c.WrapNew(tctx(t), aad)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clear(dek)
-	return root, c, ct
+	w.DEK.Destroy()
+	return root, c, w.Ciphertext
+}
+
+func deleted(k *testenv.KP, asDeactivated bool) func(t *testing.T) (*Client, string) {
+	return func(t *testing.T) (*Client, string) {
+		root, c, ct := provisioned(t, k)
+		k.Do(t, "delete", func(ctx context.Context, kc *kp.Client) error {
+			_, err := kc.DeleteKey(ctx, root, kp.ReturnMinimal)
+			return err
+		})
+		if asDeactivated {
+			setFaults(t, k, kpemu.Faults{DeletedAsDeactivated: true})
+		}
+		return c, ct
+	}
 }
 
 func setFaults(t *testing.T, k *testenv.KP, f kpemu.Faults) {

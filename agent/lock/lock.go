@@ -90,21 +90,49 @@ var table = map[State]map[Event]transition{
 
 // Status is the node's state with what an operator needs to read it.
 type Status struct {
-	State      State
-	Reason     string
-	Since      time.Time // when State was entered
-	LastCheck  time.Time // last time Key Protect answered
-	RootKeyID  string
+	State  State
+	Reason string
+	// Cause is a fixed token for the reason (key-disabled, access-refused,
+	// key-changed, ...), for metrics and scripts.
+	Cause     string
+	Since     time.Time // when State was entered
+	LastCheck time.Time // last time Key Protect answered
+	RootKeyID string
+	// KeyVersion is the root key version the stored wrapped key was made
+	// under.
 	KeyVersion string
 	Sealer     string
-	Generation uint32
-	Warnings   []string
+	// Fingerprint names the data encryption key the node serves (16 hex
+	// digits of its keyed fingerprint); Generation counts the keys it has
+	// served. Both change only with the key.
+	Fingerprint string
+	Generation  uint32
+	// Action says what an operator must do to clear a lock byokd does not
+	// clear by itself; empty otherwise.
+	Action string
+	// Offered is the fingerprint of a different key byokd refused to serve.
+	Offered string
+	// WipeError says why keys could not be wiped when the node locked;
+	// empty when they were (or nothing was to wipe).
+	WipeError string
+	Warnings  []string
 }
 
 func (s Status) equal(o Status) bool {
-	return s.State == o.State && s.Reason == o.Reason && s.LastCheck.Equal(o.LastCheck) &&
+	return s.State == o.State && s.Reason == o.Reason && s.Cause == o.Cause && s.LastCheck.Equal(o.LastCheck) &&
 		s.RootKeyID == o.RootKeyID && s.KeyVersion == o.KeyVersion && s.Sealer == o.Sealer &&
-		s.Generation == o.Generation && slices.Equal(s.Warnings, o.Warnings)
+		s.Fingerprint == o.Fingerprint && s.Generation == o.Generation && s.Action == o.Action &&
+		s.Offered == o.Offered && s.WipeError == o.WipeError && slices.Equal(s.Warnings, o.Warnings)
+}
+
+// Why is what comes with an event: the reason an operator reads, a fixed
+// cause, and for a lock byokd does not clear by itself the operator's
+// action and the refused key.
+type Why struct {
+	Reason  string
+	Cause   string
+	Action  string
+	Offered string
 }
 
 // Hooks are the machine's actions.
@@ -117,11 +145,15 @@ type Hooks struct {
 }
 
 // Machine holds the state and its subscribers. It is safe for concurrent use.
+//
+// Lock order: fire, then mu. fire serialises Fire, Update and Wipe, so
+// hooks see changes in order; mu guards st and subs and is never held
+// while a hook runs, so Status answers while a wipe is stuck.
 type Machine struct {
 	hooks Hooks
 	now   func() time.Time
 
-	fire sync.Mutex // serialises Fire and Update, so hooks see changes in order
+	fire sync.Mutex
 	mu   sync.Mutex
 	st   Status
 	subs map[*Sub]struct{}
@@ -139,7 +171,14 @@ func New(initial Status, hooks Hooks) *Machine {
 	return m
 }
 
-// Status returns the current status.
+// SetClock makes the machine stamp Since and LastCheck with now (tests).
+func (m *Machine) SetClock(now func() time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.now = now
+}
+
+// Status returns the current status. It never waits for a hook.
 func (m *Machine) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -148,9 +187,11 @@ func (m *Machine) Status() Status {
 	return s
 }
 
-// Fire applies an event with its reason and returns the new status. Every
-// subscriber hears of a change; a lock wipes the keys first.
-func (m *Machine) Fire(ctx context.Context, ev Event, reason string) Status {
+// Fire applies an event and returns the new status. Every subscriber hears
+// of a change. A lock first refuses key calls (the state is Locked at
+// once), then wipes the keys, then tells subscribers; a failed wipe is
+// returned, recorded in the status' WipeError, and leaves the node locked.
+func (m *Machine) Fire(ctx context.Context, ev Event, why Why) (Status, error) {
 	m.fire.Lock()
 	defer m.fire.Unlock()
 	m.mu.Lock()
@@ -161,41 +202,89 @@ func (m *Machine) Fire(ctx context.Context, ev Event, reason string) Status {
 	}
 	to := from
 	to.Warnings = slices.Clone(from.Warnings)
+	now := m.now()
 	if tr.to != from.State {
 		to.State = tr.to
-		to.Since = m.now()
+		to.Since = now
 	}
 	switch {
 	case ev == EvUnlocked || ev == EvCheckOK:
-		to.LastCheck = m.now()
+		to.LastCheck = now
 		if to.State == Unlocked {
-			to.Reason = ""
+			to.Reason, to.Cause, to.Action, to.Offered = "", "", "", ""
 		}
 	case to.State == from.State && from.State == Unlocked:
 		// A transient event that does not change the state changes
 		// nothing an operator reads.
 	default:
-		to.Reason = reason
+		to.Reason, to.Cause, to.Action, to.Offered = why.Reason, why.Cause, why.Action, why.Offered
 	}
+	if to.State != Locked {
+		to.WipeError = ""
+	}
+	var werr error
 	if tr.wipe && m.hooks.Wipe != nil {
-		// Keys go before anyone is told the node is locked, and before
-		// the new state lets a key call through to the wiped sealer.
-		_ = m.hooks.Wipe(ctx)
+		// Key calls see Locked from now on and are refused; keys go
+		// before anyone is told.
+		m.st.State, m.st.Since, m.st.Reason, m.st.Cause = to.State, to.Since, to.Reason, to.Cause
+		m.mu.Unlock()
+		werr = m.hooks.Wipe(ctx)
+		m.mu.Lock()
+		to.WipeError = ""
+		if werr != nil {
+			to.WipeError = werr.Error()
+		}
 	}
-	m.st = to
-	changed := !from.equal(to)
-	if changed {
-		m.publishLocked(to)
-	}
+	changed := m.setLocked(from, to)
 	m.mu.Unlock()
 	if changed && m.hooks.Transition != nil {
 		m.hooks.Transition(from, to, ev)
 	}
-	return to
+	if werr != nil {
+		return to, fmt.Errorf("wipe keys: %w", werr)
+	}
+	return to, nil
 }
 
-// Update changes the informational fields (key version, warnings, sealer)
-// without an event; subscribers hear of it when something changed.
+// Wipe runs the wipe hook again for a locked node whose keys could not be
+// wiped; on success it clears WipeError.
+func (m *Machine) Wipe(ctx context.Context) error {
+	m.fire.Lock()
+	defer m.fire.Unlock()
+	if m.hooks.Wipe == nil {
+		return nil
+	}
+	err := m.hooks.Wipe(ctx)
+	m.mu.Lock()
+	from := m.st
+	to := from
+	to.Warnings = slices.Clone(from.Warnings)
+	to.WipeError = ""
+	if err != nil {
+		to.WipeError = err.Error()
+	}
+	m.setLocked(from, to)
+	m.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("wipe keys: %w", err)
+	}
+	return nil
+}
+
+// setLocked stores to and publishes it if it differs from from; m.mu is
+// held.
+func (m *Machine) setLocked(from, to Status) bool {
+	m.st = to
+	if from.equal(to) {
+		return false
+	}
+	m.publishLocked(to)
+	return true
+}
+
+// Update changes the informational fields (key version, warnings, sealer,
+// key identity) without an event; subscribers hear of it when something
+// changed.
 func (m *Machine) Update(fn func(*Status)) Status {
 	m.fire.Lock()
 	defer m.fire.Unlock()
@@ -205,11 +294,8 @@ func (m *Machine) Update(fn func(*Status)) Status {
 	to := from
 	to.Warnings = slices.Clone(from.Warnings)
 	fn(&to)
-	to.State, to.Since, to.Reason = from.State, from.Since, from.Reason
-	m.st = to
-	if !from.equal(to) {
-		m.publishLocked(to)
-	}
+	to.State, to.Since, to.Reason, to.Cause, to.WipeError = from.State, from.Since, from.Reason, from.Cause, from.WipeError
+	m.setLocked(from, to)
 	return to
 }
 

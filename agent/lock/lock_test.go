@@ -2,9 +2,12 @@ package lock
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestTransitionTable(t *testing.T) {
@@ -37,7 +40,7 @@ func TestTransitionTable(t *testing.T) {
 			var wiped atomic.Int32
 			m := New(Status{}, Hooks{Wipe: func(context.Context) error { wiped.Add(1); return nil }})
 			m.st.State = tc.from
-			got := m.Fire(context.Background(), tc.ev, "why")
+			got, _ := m.Fire(context.Background(), tc.ev, Why{Reason: "why"})
 			if got.State != tc.to {
 				t.Fatalf("%v + %v = %v, want %v", tc.from, tc.ev, got.State, tc.to)
 			}
@@ -56,21 +59,21 @@ func TestLockWipesBeforeSubscribersHear(t *testing.T) {
 	if st := <-sub.C; st.State != Starting {
 		t.Fatalf("first status %v", st.State)
 	}
-	m.Fire(context.Background(), EvUnlocked, "")
+	m.Fire(context.Background(), EvUnlocked, Why{Reason: ""})
 	if st := <-sub.C; st.State != Unlocked || st.Reason != "" || st.LastCheck.IsZero() {
 		t.Fatalf("after unlock: %+v", st)
 	}
-	m.Fire(context.Background(), EvAuthoritative, "root key disabled")
+	m.Fire(context.Background(), EvAuthoritative, Why{Reason: "root key disabled"})
 	st := <-sub.C
 	if st.State != Locked || st.Reason != "root key disabled" || !wiped.Load() {
 		t.Fatalf("after lock: %+v wiped=%v", st, wiped.Load())
 	}
 	// A new reason while locked is a change; the same one is not.
-	m.Fire(context.Background(), EvAuthoritative, "root key deleted")
+	m.Fire(context.Background(), EvAuthoritative, Why{Reason: "root key deleted"})
 	if st := <-sub.C; st.Reason != "root key deleted" {
 		t.Fatalf("reason not updated: %+v", st)
 	}
-	m.Fire(context.Background(), EvAuthoritative, "root key deleted")
+	m.Fire(context.Background(), EvAuthoritative, Why{Reason: "root key deleted"})
 	select {
 	case st := <-sub.C:
 		t.Fatalf("unchanged status published: %+v", st)
@@ -88,7 +91,7 @@ func TestTransitionHookSeesEveryChangeInOrder(t *testing.T) {
 	}})
 	ctx := context.Background()
 	for _, ev := range []Event{EvUnlocked, EvTransient, EvTransient, EvCheckOK, EvAuthoritative, EvUnlocked} {
-		m.Fire(ctx, ev, "r")
+		m.Fire(ctx, ev, Why{Reason: "r"})
 	}
 	want := []State{Unlocked, Degraded, Unlocked, Locked, Unlocked}
 	mu.Lock()
@@ -121,17 +124,78 @@ func TestSlowSubscriberIsDroppedNotBlocking(t *testing.T) {
 		t.Fatal("dropped subscriber still counted")
 	}
 	slow.Cancel() // safe after the drop
-	m.Fire(ctx, EvUnlocked, "")
+	m.Fire(ctx, EvUnlocked, Why{Reason: ""})
 }
 
 func TestUpdateKeepsStateAndReason(t *testing.T) {
 	m := New(Status{}, Hooks{})
-	m.Fire(context.Background(), EvAuthoritative, "root key disabled")
+	m.Fire(context.Background(), EvAuthoritative, Why{Reason: "root key disabled"})
 	st := m.Update(func(s *Status) {
 		s.State = Unlocked // ignored: only events change the state
 		s.Warnings = []string{"root key expired"}
 	})
 	if st.State != Locked || st.Reason != "root key disabled" || len(st.Warnings) != 1 {
 		t.Fatalf("update: %+v", st)
+	}
+}
+
+func TestFailedWipeIsReturnedRecordedAndLeavesTheNodeLocked(t *testing.T) {
+	fail := errors.New("tpm gone")
+	var calls atomic.Int32
+	m := New(Status{}, Hooks{Wipe: func(context.Context) error {
+		if calls.Add(1) == 1 {
+			return fail
+		}
+		return nil
+	}})
+	m.Fire(context.Background(), EvUnlocked, Why{})
+	st, err := m.Fire(context.Background(), EvAuthoritative, Why{Reason: "root key disabled", Cause: "key-disabled"})
+	if !errors.Is(err, fail) || st.State != Locked || !strings.Contains(st.WipeError, "tpm gone") {
+		t.Fatalf("fire: %+v, %v", st, err)
+	}
+	if got := m.Status(); got.WipeError == "" || got.State != Locked || got.Cause != "key-disabled" {
+		t.Fatalf("status after a failed wipe: %+v", got)
+	}
+	if err := m.Wipe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Status(); got.WipeError != "" || got.State != Locked {
+		t.Fatalf("status after the wipe succeeded: %+v", got)
+	}
+}
+
+// TestStuckWipeDoesNotBlockStatus: while the sealer hangs in Wipe, Status
+// answers at once, already LOCKED, so key calls are refused.
+func TestStuckWipeDoesNotBlockStatus(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	m := New(Status{}, Hooks{Wipe: func(ctx context.Context) error {
+		close(entered)
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}})
+	m.Fire(context.Background(), EvUnlocked, Why{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := m.Fire(ctx, EvAuthoritative, Why{Reason: "root key disabled"}); done <- err }()
+	<-entered
+	got := make(chan Status, 1)
+	go func() { got <- m.Status() }()
+	select {
+	case st := <-got:
+		if st.State != Locked {
+			t.Fatalf("status during the wipe: %v, want LOCKED", st.State)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Status blocked behind a stuck wipe")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -22,6 +22,7 @@ type Metrics struct {
 	lastCheck      prometheus.Gauge
 	rootKeyExpired prometheus.Gauge
 	rotations      prometheus.Counter
+	wipeFailures   prometheus.Counter
 	refused        *prometheus.CounterVec
 }
 
@@ -37,10 +38,10 @@ func New() *Metrics {
 			Name: "byokd_state", Help: "1 for the node's current lock state, 0 for the others.",
 		}, []string{"state"}),
 		lockEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "byokd_lock_events_total", Help: "Transitions into LOCKED, by reason.",
-		}, []string{"reason"}),
+			Name: "byokd_lock_events_total", Help: "Transitions into LOCKED, by cause (key-disabled, access-refused, key-changed, ...).",
+		}, []string{"cause"}),
 		kpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "byokd_keyprotect_requests_total", Help: "Key Protect calls by operation and outcome (ok, transient, authoritative).",
+			Name: "byokd_keyprotect_requests_total", Help: "Key Protect calls by operation and outcome (ok, transient, key-state, access, internal, refused).",
 		}, []string{"operation", "outcome"}),
 		kpLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "byokd_keyprotect_request_duration_seconds", Help: "Key Protect call latency by operation.",
@@ -58,12 +59,15 @@ func New() *Metrics {
 		rotations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "byokd_rewraps_persisted_total", Help: "Re-wrapped keys persisted after a root key rotation.",
 		}),
+		wipeFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "byokd_wipe_failures_total", Help: "Failed attempts to wipe the keys from the sealer.",
+		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "byokd_refused_callers_total", Help: "Key provider callers refused, by reason.",
 		}, []string{"reason"}),
 	}
 	r.MustRegister(m.state, m.lockEvents, m.kpRequests, m.kpLatency, m.providerCalls, m.lastCheck,
-		m.rootKeyExpired, m.rotations, m.refused,
+		m.rootKeyExpired, m.rotations, m.wipeFailures, m.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, s := range States {
 		m.state.WithLabelValues(s).Set(0)
@@ -83,7 +87,10 @@ func (m *Metrics) SetState(state string) {
 }
 
 // Locked counts a transition into LOCKED.
-func (m *Metrics) Locked(reason string) { m.lockEvents.WithLabelValues(reason).Inc() }
+func (m *Metrics) Locked(cause string) { m.lockEvents.WithLabelValues(cause).Inc() }
+
+// WipeFailed counts a failed wipe.
+func (m *Metrics) WipeFailed() { m.wipeFailures.Inc() }
 
 // KeyProtect records one Key Protect call.
 func (m *Metrics) KeyProtect(op, outcome string, d time.Duration) {

@@ -26,7 +26,7 @@ func fuzzServer(f *testing.F) *Server {
 		f.Fatal(err)
 	}
 	m := lock.New(lock.Status{}, lock.Hooks{Wipe: sealer.Wipe})
-	m.Fire(context.Background(), lock.EvUnlocked, "")
+	m.Fire(context.Background(), lock.EvUnlocked, lock.Why{})
 	s := New(Config{ClusterID: "fuzz", Keys: sealer, Machine: m, Release: true, Strict: true})
 	f.Cleanup(func() { s.Stop(context.Background()) })
 	return s

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -21,8 +22,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/byokd/byokd/agent/keymgr"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/metrics"
+	"github.com/byokd/byokd/agent/wdek"
 	"github.com/byokd/byokd/crypto/block"
 	"github.com/byokd/byokd/crypto/datakey"
 	"github.com/byokd/byokd/crypto/seal"
@@ -52,9 +55,24 @@ type Config struct {
 	Log       *slog.Logger
 	Metrics   *metrics.Metrics
 	// Reseal, when set, is called when the sealer says its sealed key is
-	// void (seal.ErrReseal): the poller unwraps and seals again.
+	// void (seal.ErrReseal): the key manager unwraps and seals again.
 	Reseal func()
+	// Admin carries out the operator actions AcceptKey and ForgetKey;
+	// without it they answer UNIMPLEMENTED.
+	Admin Admin
 }
+
+// Admin is what the operator actions ask of the key manager
+// (*keymgr.Manager).
+type Admin interface {
+	AcceptKey(ctx context.Context, who keymgr.Operator, current, offered string) (*wdek.KeyIdentity, error)
+	ForgetKey(ctx context.Context, who keymgr.Operator, current string) error
+}
+
+// adminMethods may be called only by root and byokd's own user, whatever
+// the allow-list says: the database's user must not be able to make byokd
+// serve another key.
+var adminMethods = map[string]bool{"AcceptKey": true, "ForgetKey": true}
 
 // Server is the key provider.
 type Server struct {
@@ -149,7 +167,14 @@ func (s *Server) guard(ctx context.Context, method string) error {
 	if !ok {
 		return status.Error(codes.PermissionDenied, "caller credentials unknown")
 	}
-	if why := s.cfg.Policy.check(p); why != "" {
+	why := s.cfg.Policy.check(p)
+	if adminMethods[method] {
+		why = ""
+		if p.UID != 0 && p.UID != uint32(os.Geteuid()) {
+			why = "operator actions are for root and byokd's own user"
+		}
+	}
+	if why != "" {
 		s.cfg.Log.Warn("refused caller", "event", "audit", "action", "refuse", "method", method,
 			"uid", p.UID, "gid", p.GID, "pid", p.PID, "exe", p.Exe, "reason", why)
 		if s.cfg.Metrics != nil {
@@ -245,6 +270,12 @@ func (s *Server) dataKey(ctx context.Context, keyID string, out []byte) (uint32,
 		s.cfg.Log.Error("derive data key", "err", err)
 		return 0, status.Error(codes.Unavailable, "sealer failed")
 	}
+	if now := s.cfg.Machine.Status(); now.Generation != st.Generation {
+		// The node locked and took another key while the key was
+		// derived: never label a key with another key's generation.
+		clear(out)
+		return 0, status.Error(codes.Unavailable, "the node's key changed during the call; retry")
+	}
 	return st.Generation, nil
 }
 
@@ -309,6 +340,46 @@ func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRes
 	return s.statusProto(s.cfg.Machine.Status()), nil
 }
 
+// AcceptKey implements the operator's acceptance of another key.
+func (s *Server) AcceptKey(ctx context.Context, req *pb.AcceptKeyRequest) (*pb.AcceptKeyResponse, error) {
+	if s.cfg.Admin == nil {
+		return nil, status.Error(codes.Unimplemented, "no key manager")
+	}
+	id, err := s.cfg.Admin.AcceptKey(ctx, operator(ctx), req.GetCurrentFingerprint(), req.GetOfferedFingerprint())
+	if err != nil {
+		return nil, adminStatus(err)
+	}
+	return &pb.AcceptKeyResponse{KeyFingerprint: id.Short(), Generation: id.Generation}, nil
+}
+
+// ForgetKey implements the operator's giving up of the node's key.
+func (s *Server) ForgetKey(ctx context.Context, req *pb.ForgetKeyRequest) (*pb.ForgetKeyResponse, error) {
+	if s.cfg.Admin == nil {
+		return nil, status.Error(codes.Unimplemented, "no key manager")
+	}
+	if err := s.cfg.Admin.ForgetKey(ctx, operator(ctx), req.GetCurrentFingerprint()); err != nil {
+		return nil, adminStatus(err)
+	}
+	return &pb.ForgetKeyResponse{}, nil
+}
+
+func operator(ctx context.Context) keymgr.Operator {
+	p, _ := peerOf(ctx)
+	return keymgr.Operator{UID: int(p.UID), PID: int(p.PID)}
+}
+
+func adminStatus(err error) error {
+	switch {
+	case errors.Is(err, keymgr.ErrMismatch):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, keymgr.ErrNotApplicable):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
 // Watch streams the lock state.
 func (s *Server) Watch(_ *pb.WatchRequest, stream grpc.ServerStreamingServer[pb.WatchResponse]) error {
 	sub := s.cfg.Machine.Subscribe()
@@ -339,13 +410,18 @@ var stateProto = map[lock.State]pb.State{
 
 func (s *Server) statusProto(st lock.Status) *pb.StatusResponse {
 	r := &pb.StatusResponse{
-		State:      stateProto[st.State],
-		Reason:     st.Reason,
-		RootKeyId:  st.RootKeyID,
-		KeyVersion: st.KeyVersion,
-		Sealer:     st.Sealer,
-		Warnings:   slices.Clone(st.Warnings),
-		Generation: st.Generation,
+		State:              stateProto[st.State],
+		Reason:             st.Reason,
+		RootKeyId:          st.RootKeyID,
+		KeyVersion:         st.KeyVersion,
+		Sealer:             st.Sealer,
+		Warnings:           slices.Clone(st.Warnings),
+		Generation:         st.Generation,
+		KeyFingerprint:     st.Fingerprint,
+		Cause:              st.Cause,
+		OperatorAction:     st.Action,
+		OfferedFingerprint: st.Offered,
+		WipeError:          st.WipeError,
 	}
 	if !st.LastCheck.IsZero() {
 		r.LastCheck = timestamppb.New(st.LastCheck)

@@ -1,5 +1,6 @@
 // Command byokctl is the operator's CLI for byokd: status, watch, health,
-// wait, check-config and version.
+// wait, check-config, the key identity actions accept-key and forget-key,
+// and version.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/daemon"
@@ -32,6 +34,13 @@ Commands:
   health                           exit 0 only when keys are served (for probes)
   wait --unlocked [--timeout D]    wait until keys are served; exit 1 on timeout
   check-config FILE                validate a byokd config file without starting
+  accept-key CURRENT OFFERED       serve the other data key byokd refused: its wrapped
+                                   key file unwraps to OFFERED, not to CURRENT, the key
+                                   the node served (both as status shows them). Data
+                                   written under CURRENT becomes unreadable. Root only.
+  forget-key CURRENT               give up the key of a locked node whose wrapped key
+                                   is lost for good, so it can provision a new one.
+                                   Data written under CURRENT stays unreadable. Root only.
   version                          print the version
 
 The socket defaults to .dev/keyprovider.sock when run inside a checkout where
@@ -80,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "check-config":
 		return checkConfig(rest, stdout)
-	case "status", "watch", "health", "wait":
+	case "status", "watch", "health", "wait", "accept-key", "forget-key":
 	default:
 		fmt.Fprintln(stderr, usage)
 		return &exitError{code: 2, msg: "unknown command " + cmd}
@@ -101,6 +110,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return watch(conn, rest, stdout)
 	case "health":
 		return health(conn, rest, stdout)
+	case "accept-key":
+		return acceptKey(conn, rest, stdout)
+	case "forget-key":
+		return forgetKey(conn, rest, stdout)
 	default:
 		return wait(conn, rest, stdout)
 	}
@@ -126,15 +139,20 @@ func defaultSocket() string {
 }
 
 type statusJSON struct {
-	State      string     `json:"state"`
-	Reason     string     `json:"reason"`
-	RootKeyID  string     `json:"root_key_id"`
-	KeyVersion string     `json:"key_version"`
-	Sealer     string     `json:"sealer"`
-	LastCheck  *time.Time `json:"last_check"`
-	Warnings   []string   `json:"warnings"`
-	Modes      []string   `json:"modes"`
-	Generation uint32     `json:"generation"`
+	State              string     `json:"state"`
+	Reason             string     `json:"reason"`
+	Cause              string     `json:"cause"`
+	RootKeyID          string     `json:"root_key_id"`
+	KeyVersion         string     `json:"key_version"`
+	KeyFingerprint     string     `json:"key_fingerprint"`
+	Generation         uint32     `json:"generation"`
+	OperatorAction     string     `json:"operator_action"`
+	OfferedFingerprint string     `json:"offered_fingerprint"`
+	WipeError          string     `json:"wipe_error"`
+	Sealer             string     `json:"sealer"`
+	LastCheck          *time.Time `json:"last_check"`
+	Warnings           []string   `json:"warnings"`
+	Modes              []string   `json:"modes"`
 }
 
 func toJSON(s *pb.StatusResponse) statusJSON {
@@ -147,6 +165,12 @@ func toJSON(s *pb.StatusResponse) statusJSON {
 		Warnings:   append([]string{}, s.GetWarnings()...),
 		Modes:      append([]string{}, s.GetModes()...),
 		Generation: s.GetGeneration(),
+
+		Cause:              s.GetCause(),
+		KeyFingerprint:     s.GetKeyFingerprint(),
+		OperatorAction:     s.GetOperatorAction(),
+		OfferedFingerprint: s.GetOfferedFingerprint(),
+		WipeError:          s.GetWipeError(),
 	}
 	if s.GetLastCheck() != nil {
 		t := s.GetLastCheck().AsTime()
@@ -173,11 +197,25 @@ func printStatus(w io.Writer, s *pb.StatusResponse, asJSON bool) error {
 	fmt.Fprintf(tw, "reason\t%s\n", reason)
 	fmt.Fprintf(tw, "root key\t%s\n", j.RootKeyID)
 	fmt.Fprintf(tw, "key version\t%s\n", j.KeyVersion)
+	key := "none recorded yet"
+	if j.KeyFingerprint != "" {
+		key = fmt.Sprintf("%s (generation %d)", j.KeyFingerprint, j.Generation)
+	}
+	fmt.Fprintf(tw, "data key\t%s\n", key)
+	if j.OfferedFingerprint != "" {
+		fmt.Fprintf(tw, "refused key\t%s\n", j.OfferedFingerprint)
+	}
 	fmt.Fprintf(tw, "sealer\t%s\n", j.Sealer)
 	fmt.Fprintf(tw, "modes\t%s\n", strings.Join(j.Modes, ", "))
 	fmt.Fprintf(tw, "last check\t%s\n", last)
 	for _, warn := range j.Warnings {
 		fmt.Fprintf(tw, "WARNING\t%s\n", warn)
+	}
+	if j.WipeError != "" {
+		fmt.Fprintf(tw, "WIPE FAILED\t%s\n", j.WipeError)
+	}
+	if j.OperatorAction != "" {
+		fmt.Fprintf(tw, "ACTION NEEDED\t%s\n", j.OperatorAction)
 	}
 	return tw.Flush()
 }
@@ -281,6 +319,44 @@ func wait(conn *grpc.ClientConn, args []string, w io.Writer) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+func acceptKey(conn *grpc.ClientConn, args []string, w io.Writer) error {
+	if len(args) != 2 {
+		return &exitError{code: 2, msg: "usage: byokctl accept-key CURRENT OFFERED (the fingerprints byokctl status shows as data key and refused key)"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := pb.NewKeyProviderServiceClient(conn).AcceptKey(ctx, &pb.AcceptKeyRequest{CurrentFingerprint: args[0], OfferedFingerprint: args[1]})
+	if err != nil {
+		return &exitError{code: 1, msg: "accept-key: " + grpcMessage(err)}
+	}
+	fmt.Fprintf(w, "byokd now serves data key %s (generation %d) in place of %s; data written under %s is no longer readable on this node.\n",
+		r.GetKeyFingerprint(), r.GetGeneration(), args[0], args[0])
+	return nil
+}
+
+func forgetKey(conn *grpc.ClientConn, args []string, w io.Writer) error {
+	if len(args) != 1 {
+		return &exitError{code: 2, msg: "usage: byokctl forget-key CURRENT (the fingerprint byokctl status shows as data key)"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := pb.NewKeyProviderServiceClient(conn).ForgetKey(ctx, &pb.ForgetKeyRequest{CurrentFingerprint: args[0]}); err != nil {
+		return &exitError{code: 1, msg: "forget-key: " + grpcMessage(err)}
+	}
+	fmt.Fprintf(w, "byokd gave up data key %s; data written under it is no longer readable on this node. "+
+		"It provisions a new key if state.provision = true, or serves the key its wrapped key file holds.\n", args[0])
+	return nil
+}
+
+// grpcMessage is an error's message without gRPC's "rpc error: code = ..."
+// prefix, with the code in words.
+func grpcMessage(err error) string {
+	if st, ok := grpcstatus.FromError(err); ok {
+		return st.Message() + " (" + st.Code().String() + ")"
+	}
+	return err.Error()
 }
 
 func checkConfig(args []string, w io.Writer) error {

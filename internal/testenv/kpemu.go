@@ -4,6 +4,13 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
 	"testing"
 	"time"
 
@@ -22,12 +29,31 @@ const (
 // KP is a running emulator.
 type KP struct {
 	*kpemu.Instance
+	// CAFile is the PEM CA that signed the emulator's certificate, when it
+	// serves HTTPS (StartKPTLS).
+	CAFile string
 }
 
 // StartKP starts kpemu on a free loopback port. Waiting periods the service
 // enforces (30 s before enable, 1 h between rotations) are turned off unless
 // mutate turns them on; mutate may change any other setting too.
 func StartKP(t testing.TB, mutate ...func(*kpemu.Config)) *KP {
+	t.Helper()
+	return startKP(t, "", "", mutate)
+}
+
+// StartKPTLS is StartKP serving HTTPS on 127.0.0.1 with a certificate from
+// a CA made for the test; KP.CAFile holds the CA.
+func StartKPTLS(t testing.TB, mutate ...func(*kpemu.Config)) *KP {
+	t.Helper()
+	pki := NewPKI(t)
+	cert, key := pki.Server(t, "127.0.0.1")
+	k := startKP(t, cert, key, mutate)
+	k.CAFile = pki.CAFile
+	return k
+}
+
+func startKP(t testing.TB, certFile, keyFile string, mutate []func(*kpemu.Config)) *KP {
 	t.Helper()
 	cfg := kpemu.Config{
 		InstanceID:     InstanceID,
@@ -38,7 +64,7 @@ func StartKP(t testing.TB, mutate ...func(*kpemu.Config)) *KP {
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	in, err := kpemu.Listen(cfg, "127.0.0.1:0", "", "")
+	in, err := kpemu.Listen(cfg, "127.0.0.1:0", certFile, keyFile)
 	if err != nil {
 		t.Fatalf("start kpemu: %v", err)
 	}
@@ -56,13 +82,28 @@ func (k *KP) TokenURL() string { return k.URL + "/identity/token" }
 // Client is the real keyprotect-go-client pointed at the emulator, for a test
 // to play the customer: create, disable, enable, delete, rotate keys.
 func (k *KP) Client() *kp.Client {
-	c, err := kp.New(kp.ClientConfig{
+	cfg := kp.ClientConfig{
 		BaseURL:    k.URL,
 		TokenURL:   k.TokenURL(),
 		APIKey:     APIKey,
 		InstanceID: InstanceID,
 		Timeout:    10,
-	}, kp.DefaultTransport())
+	}
+	tr := kp.DefaultTransport()
+	if k.CAFile != "" {
+		// The client's IAM token source ignores the transport it is
+		// given, so over HTTPS with a test CA the token is fetched here.
+		pem, err := os.ReadFile(k.CAFile)
+		if err != nil {
+			panic("kp client: " + err.Error())
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		tr = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		cfg.APIKey, cfg.TokenURL = "", ""
+		cfg.Authorization = "Bearer " + k.token(&http.Client{Transport: tr, Timeout: 10 * time.Second})
+	}
+	c, err := kp.New(cfg, tr)
 	if err != nil {
 		panic("kp client: " + err.Error()) // only a malformed URL fails here
 	}
@@ -89,4 +130,20 @@ func (k *KP) Do(t testing.TB, what string, fn func(ctx context.Context, c *kp.Cl
 	if err := fn(ctx, k.Client()); err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
+}
+
+// token fetches an IAM access token for APIKey from the emulator.
+func (k *KP) token(hc *http.Client) string {
+	resp, err := hc.PostForm(k.TokenURL(), url.Values{"grant_type": {"urn:ibm:params:oauth:grant-type:apikey"}, "apikey": {APIKey}})
+	if err != nil {
+		panic("kp client token: " + err.Error())
+	}
+	defer resp.Body.Close()
+	var t struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil || t.AccessToken == "" {
+		panic(fmt.Sprintf("kp client token: HTTP %d %v", resp.StatusCode, err))
+	}
+	return t.AccessToken
 }

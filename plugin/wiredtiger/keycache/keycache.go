@@ -54,6 +54,12 @@ type Provider struct {
 
 	mu      sync.RWMutex
 	blocked string // why keys may not be used; "" when byokd serves them
+	// gen is the generation of byokd's data encryption key this provider
+	// serves keys of, pinned by the first status or key that names one.
+	// byokd changes it only when an operator accepts another key; the
+	// provider then refuses every key until the database restarts.
+	gen     uint32
+	changed string // why keys are refused for good; "" while gen holds
 	entries map[int]*entry
 	next    int
 	slab    slab
@@ -127,9 +133,15 @@ func serving(s pb.State) bool { return s == pb.State_STATE_UNLOCKED || s == pb.S
 // setState applies a status from byokd: a lock wipes every cached key at
 // once; an unlock lets keys be fetched again on next use.
 func (p *Provider) setState(st *pb.StatusResponse) {
+	if why := p.pin(st.GetGeneration(), st.GetKeyFingerprint()); why != "" {
+		p.block(why)
+		return
+	}
 	if serving(st.GetState()) {
 		p.mu.Lock()
-		p.blocked = ""
+		if p.changed == "" {
+			p.blocked = ""
+		}
 		p.mu.Unlock()
 		return
 	}
@@ -142,6 +154,28 @@ func (p *Provider) setState(st *pb.StatusResponse) {
 		what += ": " + reason
 	}
 	p.block(what)
+}
+
+// pin records the first key generation byokd names and returns why keys
+// are refused for good once byokd names another: data written under the
+// old key must never be mixed with the new one in one running database.
+func (p *Provider) pin(gen uint32, fingerprint string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.changed != "":
+		return p.changed
+	case gen == 0:
+		return ""
+	case p.gen == 0:
+		p.gen = gen
+		return ""
+	case gen != p.gen:
+		p.changed = fmt.Sprintf("byokd now serves data key generation %d (%s), not generation %d that this database opened with: "+
+			"an operator accepted another key; restart the database once that is intended", gen, fingerprint, p.gen)
+		return p.changed
+	}
+	return ""
 }
 
 func (p *Provider) block(why string) {
@@ -261,6 +295,10 @@ func (p *Provider) key(h int) ([]byte, uint32, error) {
 	defer secmem.Wipe(k)
 	if len(k) != block.KeySize {
 		return nil, 0, fmt.Errorf("byokd: data key of %d bytes", len(k))
+	}
+	if why := p.pin(r.GetGeneration(), ""); why != "" {
+		p.block(why)
+		return nil, 0, locked(why)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

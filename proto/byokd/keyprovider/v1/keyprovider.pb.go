@@ -148,7 +148,10 @@ type GetDataKeyResponse struct {
 	// memory and wipes it on STATE_LOCKED.
 	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// generation identifies the node data encryption key the data key was
-	// derived from; blocks record it.
+	// derived from: 1 for the first key the node served, one more each time
+	// an operator accepts another. It changes only with the key, so a plugin
+	// refuses a data key of another generation than the one it started
+	// with. Blocks record it.
 	Generation    uint32 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -478,8 +481,26 @@ type StatusResponse struct {
 	// modes are the key-provider modes byokd's config allows: "release",
 	// "strict".
 	Modes []string `protobuf:"bytes,8,rep,name=modes,proto3" json:"modes,omitempty"`
-	// generation is the current data encryption key generation.
-	Generation    uint32 `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
+	// generation is the current data encryption key generation (see
+	// GetDataKeyResponse.generation); 0 before the node has recorded a key.
+	Generation uint32 `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
+	// key_fingerprint names the data encryption key the node serves: the
+	// first 16 hex digits of HMAC-SHA256 under the key of a fixed label. It
+	// changes only with the key; empty before the node has recorded one.
+	KeyFingerprint string `protobuf:"bytes,10,opt,name=key_fingerprint,json=keyFingerprint,proto3" json:"key_fingerprint,omitempty"`
+	// cause is a fixed token for the reason (key-disabled, access-refused,
+	// key-changed, wrapped-key-missing, ...); empty when unlocked.
+	Cause string `protobuf:"bytes,11,opt,name=cause,proto3" json:"cause,omitempty"`
+	// operator_action says what an operator must do to clear a lock byokd
+	// does not clear by itself (a wrapped key that unwraps to another key,
+	// is refused, or is missing); empty otherwise.
+	OperatorAction string `protobuf:"bytes,12,opt,name=operator_action,json=operatorAction,proto3" json:"operator_action,omitempty"`
+	// offered_fingerprint is the fingerprint of the other key byokd refused
+	// to serve, for AcceptKey.
+	OfferedFingerprint string `protobuf:"bytes,13,opt,name=offered_fingerprint,json=offeredFingerprint,proto3" json:"offered_fingerprint,omitempty"`
+	// wipe_error says why the keys could not be wiped when the node locked;
+	// byokd retries every round. Empty when they were.
+	WipeError     string `protobuf:"bytes,14,opt,name=wipe_error,json=wipeError,proto3" json:"wipe_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -577,6 +598,234 @@ func (x *StatusResponse) GetGeneration() uint32 {
 	return 0
 }
 
+func (x *StatusResponse) GetKeyFingerprint() string {
+	if x != nil {
+		return x.KeyFingerprint
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetCause() string {
+	if x != nil {
+		return x.Cause
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetOperatorAction() string {
+	if x != nil {
+		return x.OperatorAction
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetOfferedFingerprint() string {
+	if x != nil {
+		return x.OfferedFingerprint
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetWipeError() string {
+	if x != nil {
+		return x.WipeError
+	}
+	return ""
+}
+
+// AcceptKeyRequest names the change an operator accepts.
+type AcceptKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// current_fingerprint is the key the node served (StatusResponse.key_fingerprint).
+	CurrentFingerprint string `protobuf:"bytes,1,opt,name=current_fingerprint,json=currentFingerprint,proto3" json:"current_fingerprint,omitempty"`
+	// offered_fingerprint is the key to serve from now on (StatusResponse.offered_fingerprint).
+	OfferedFingerprint string `protobuf:"bytes,2,opt,name=offered_fingerprint,json=offeredFingerprint,proto3" json:"offered_fingerprint,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AcceptKeyRequest) Reset() {
+	*x = AcceptKeyRequest{}
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptKeyRequest) ProtoMessage() {}
+
+func (x *AcceptKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptKeyRequest.ProtoReflect.Descriptor instead.
+func (*AcceptKeyRequest) Descriptor() ([]byte, []int) {
+	return file_byokd_keyprovider_v1_keyprovider_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AcceptKeyRequest) GetCurrentFingerprint() string {
+	if x != nil {
+		return x.CurrentFingerprint
+	}
+	return ""
+}
+
+func (x *AcceptKeyRequest) GetOfferedFingerprint() string {
+	if x != nil {
+		return x.OfferedFingerprint
+	}
+	return ""
+}
+
+// AcceptKeyResponse is the node's new key identity.
+type AcceptKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key_fingerprint is the key the node serves from its next round.
+	KeyFingerprint string `protobuf:"bytes,1,opt,name=key_fingerprint,json=keyFingerprint,proto3" json:"key_fingerprint,omitempty"`
+	// generation is that key's generation.
+	Generation    uint32 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptKeyResponse) Reset() {
+	*x = AcceptKeyResponse{}
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptKeyResponse) ProtoMessage() {}
+
+func (x *AcceptKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptKeyResponse.ProtoReflect.Descriptor instead.
+func (*AcceptKeyResponse) Descriptor() ([]byte, []int) {
+	return file_byokd_keyprovider_v1_keyprovider_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AcceptKeyResponse) GetKeyFingerprint() string {
+	if x != nil {
+		return x.KeyFingerprint
+	}
+	return ""
+}
+
+func (x *AcceptKeyResponse) GetGeneration() uint32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+// ForgetKeyRequest names the key to give up.
+type ForgetKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// current_fingerprint is the key the node served (StatusResponse.key_fingerprint).
+	CurrentFingerprint string `protobuf:"bytes,1,opt,name=current_fingerprint,json=currentFingerprint,proto3" json:"current_fingerprint,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ForgetKeyRequest) Reset() {
+	*x = ForgetKeyRequest{}
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetKeyRequest) ProtoMessage() {}
+
+func (x *ForgetKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetKeyRequest.ProtoReflect.Descriptor instead.
+func (*ForgetKeyRequest) Descriptor() ([]byte, []int) {
+	return file_byokd_keyprovider_v1_keyprovider_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ForgetKeyRequest) GetCurrentFingerprint() string {
+	if x != nil {
+		return x.CurrentFingerprint
+	}
+	return ""
+}
+
+// ForgetKeyResponse is empty.
+type ForgetKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetKeyResponse) Reset() {
+	*x = ForgetKeyResponse{}
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetKeyResponse) ProtoMessage() {}
+
+func (x *ForgetKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetKeyResponse.ProtoReflect.Descriptor instead.
+func (*ForgetKeyResponse) Descriptor() ([]byte, []int) {
+	return file_byokd_keyprovider_v1_keyprovider_proto_rawDescGZIP(), []int{11}
+}
+
 // WatchRequest starts a watch.
 type WatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -586,7 +835,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[8]
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +847,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[8]
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +860,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_byokd_keyprovider_v1_keyprovider_proto_rawDescGZIP(), []int{8}
+	return file_byokd_keyprovider_v1_keyprovider_proto_rawDescGZIP(), []int{12}
 }
 
 // WatchResponse is one status change.
@@ -625,7 +874,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[9]
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +886,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[9]
+	mi := &file_byokd_keyprovider_v1_keyprovider_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +899,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_byokd_keyprovider_v1_keyprovider_proto_rawDescGZIP(), []int{9}
+	return file_byokd_keyprovider_v1_keyprovider_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchResponse) GetStatus() *StatusResponse {
@@ -688,7 +937,7 @@ const file_byokd_keyprovider_v1_keyprovider_proto_rawDesc = "" +
 	"\x03aad\x18\x03 \x01(\fR\x03aad\"/\n" +
 	"\x0fDecryptResponse\x12\x1c\n" +
 	"\tplaintext\x18\x01 \x01(\fR\tplaintext\"\x0f\n" +
-	"\rStatusRequest\"\xc1\x02\n" +
+	"\rStatusRequest\"\xf9\x03\n" +
 	"\x0eStatusResponse\x121\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1b.byokd.keyprovider.v1.StateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1e\n" +
@@ -702,7 +951,25 @@ const file_byokd_keyprovider_v1_keyprovider_proto_rawDesc = "" +
 	"\x05modes\x18\b \x03(\tR\x05modes\x12\x1e\n" +
 	"\n" +
 	"generation\x18\t \x01(\rR\n" +
-	"generation\"\x0e\n" +
+	"generation\x12'\n" +
+	"\x0fkey_fingerprint\x18\n" +
+	" \x01(\tR\x0ekeyFingerprint\x12\x14\n" +
+	"\x05cause\x18\v \x01(\tR\x05cause\x12'\n" +
+	"\x0foperator_action\x18\f \x01(\tR\x0eoperatorAction\x12/\n" +
+	"\x13offered_fingerprint\x18\r \x01(\tR\x12offeredFingerprint\x12\x1d\n" +
+	"\n" +
+	"wipe_error\x18\x0e \x01(\tR\twipeError\"t\n" +
+	"\x10AcceptKeyRequest\x12/\n" +
+	"\x13current_fingerprint\x18\x01 \x01(\tR\x12currentFingerprint\x12/\n" +
+	"\x13offered_fingerprint\x18\x02 \x01(\tR\x12offeredFingerprint\"\\\n" +
+	"\x11AcceptKeyResponse\x12'\n" +
+	"\x0fkey_fingerprint\x18\x01 \x01(\tR\x0ekeyFingerprint\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\rR\n" +
+	"generation\"C\n" +
+	"\x10ForgetKeyRequest\x12/\n" +
+	"\x13current_fingerprint\x18\x01 \x01(\tR\x12currentFingerprint\"\x13\n" +
+	"\x11ForgetKeyResponse\"\x0e\n" +
 	"\fWatchRequest\"M\n" +
 	"\rWatchResponse\x12<\n" +
 	"\x06status\x18\x01 \x01(\v2$.byokd.keyprovider.v1.StatusResponseR\x06status*l\n" +
@@ -711,14 +978,16 @@ const file_byokd_keyprovider_v1_keyprovider_proto_rawDesc = "" +
 	"\x0eSTATE_STARTING\x10\x01\x12\x12\n" +
 	"\x0eSTATE_UNLOCKED\x10\x02\x12\x12\n" +
 	"\x0eSTATE_DEGRADED\x10\x03\x12\x10\n" +
-	"\fSTATE_LOCKED\x10\x042\xce\x03\n" +
+	"\fSTATE_LOCKED\x10\x042\x8a\x05\n" +
 	"\x12KeyProviderService\x12_\n" +
 	"\n" +
 	"GetDataKey\x12'.byokd.keyprovider.v1.GetDataKeyRequest\x1a(.byokd.keyprovider.v1.GetDataKeyResponse\x12V\n" +
 	"\aEncrypt\x12$.byokd.keyprovider.v1.EncryptRequest\x1a%.byokd.keyprovider.v1.EncryptResponse\x12V\n" +
 	"\aDecrypt\x12$.byokd.keyprovider.v1.DecryptRequest\x1a%.byokd.keyprovider.v1.DecryptResponse\x12S\n" +
 	"\x06Status\x12#.byokd.keyprovider.v1.StatusRequest\x1a$.byokd.keyprovider.v1.StatusResponse\x12R\n" +
-	"\x05Watch\x12\".byokd.keyprovider.v1.WatchRequest\x1a#.byokd.keyprovider.v1.WatchResponse0\x01BAZ?github.com/byokd/byokd/proto/byokd/keyprovider/v1;keyproviderv1b\x06proto3"
+	"\x05Watch\x12\".byokd.keyprovider.v1.WatchRequest\x1a#.byokd.keyprovider.v1.WatchResponse0\x01\x12\\\n" +
+	"\tAcceptKey\x12&.byokd.keyprovider.v1.AcceptKeyRequest\x1a'.byokd.keyprovider.v1.AcceptKeyResponse\x12\\\n" +
+	"\tForgetKey\x12&.byokd.keyprovider.v1.ForgetKeyRequest\x1a'.byokd.keyprovider.v1.ForgetKeyResponseBAZ?github.com/byokd/byokd/proto/byokd/keyprovider/v1;keyproviderv1b\x06proto3"
 
 var (
 	file_byokd_keyprovider_v1_keyprovider_proto_rawDescOnce sync.Once
@@ -733,7 +1002,7 @@ func file_byokd_keyprovider_v1_keyprovider_proto_rawDescGZIP() []byte {
 }
 
 var file_byokd_keyprovider_v1_keyprovider_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_byokd_keyprovider_v1_keyprovider_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_byokd_keyprovider_v1_keyprovider_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_byokd_keyprovider_v1_keyprovider_proto_goTypes = []any{
 	(State)(0),                    // 0: byokd.keyprovider.v1.State
 	(*GetDataKeyRequest)(nil),     // 1: byokd.keyprovider.v1.GetDataKeyRequest
@@ -744,26 +1013,34 @@ var file_byokd_keyprovider_v1_keyprovider_proto_goTypes = []any{
 	(*DecryptResponse)(nil),       // 6: byokd.keyprovider.v1.DecryptResponse
 	(*StatusRequest)(nil),         // 7: byokd.keyprovider.v1.StatusRequest
 	(*StatusResponse)(nil),        // 8: byokd.keyprovider.v1.StatusResponse
-	(*WatchRequest)(nil),          // 9: byokd.keyprovider.v1.WatchRequest
-	(*WatchResponse)(nil),         // 10: byokd.keyprovider.v1.WatchResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*AcceptKeyRequest)(nil),      // 9: byokd.keyprovider.v1.AcceptKeyRequest
+	(*AcceptKeyResponse)(nil),     // 10: byokd.keyprovider.v1.AcceptKeyResponse
+	(*ForgetKeyRequest)(nil),      // 11: byokd.keyprovider.v1.ForgetKeyRequest
+	(*ForgetKeyResponse)(nil),     // 12: byokd.keyprovider.v1.ForgetKeyResponse
+	(*WatchRequest)(nil),          // 13: byokd.keyprovider.v1.WatchRequest
+	(*WatchResponse)(nil),         // 14: byokd.keyprovider.v1.WatchResponse
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_byokd_keyprovider_v1_keyprovider_proto_depIdxs = []int32{
 	0,  // 0: byokd.keyprovider.v1.StatusResponse.state:type_name -> byokd.keyprovider.v1.State
-	11, // 1: byokd.keyprovider.v1.StatusResponse.last_check:type_name -> google.protobuf.Timestamp
+	15, // 1: byokd.keyprovider.v1.StatusResponse.last_check:type_name -> google.protobuf.Timestamp
 	8,  // 2: byokd.keyprovider.v1.WatchResponse.status:type_name -> byokd.keyprovider.v1.StatusResponse
 	1,  // 3: byokd.keyprovider.v1.KeyProviderService.GetDataKey:input_type -> byokd.keyprovider.v1.GetDataKeyRequest
 	3,  // 4: byokd.keyprovider.v1.KeyProviderService.Encrypt:input_type -> byokd.keyprovider.v1.EncryptRequest
 	5,  // 5: byokd.keyprovider.v1.KeyProviderService.Decrypt:input_type -> byokd.keyprovider.v1.DecryptRequest
 	7,  // 6: byokd.keyprovider.v1.KeyProviderService.Status:input_type -> byokd.keyprovider.v1.StatusRequest
-	9,  // 7: byokd.keyprovider.v1.KeyProviderService.Watch:input_type -> byokd.keyprovider.v1.WatchRequest
-	2,  // 8: byokd.keyprovider.v1.KeyProviderService.GetDataKey:output_type -> byokd.keyprovider.v1.GetDataKeyResponse
-	4,  // 9: byokd.keyprovider.v1.KeyProviderService.Encrypt:output_type -> byokd.keyprovider.v1.EncryptResponse
-	6,  // 10: byokd.keyprovider.v1.KeyProviderService.Decrypt:output_type -> byokd.keyprovider.v1.DecryptResponse
-	8,  // 11: byokd.keyprovider.v1.KeyProviderService.Status:output_type -> byokd.keyprovider.v1.StatusResponse
-	10, // 12: byokd.keyprovider.v1.KeyProviderService.Watch:output_type -> byokd.keyprovider.v1.WatchResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
+	13, // 7: byokd.keyprovider.v1.KeyProviderService.Watch:input_type -> byokd.keyprovider.v1.WatchRequest
+	9,  // 8: byokd.keyprovider.v1.KeyProviderService.AcceptKey:input_type -> byokd.keyprovider.v1.AcceptKeyRequest
+	11, // 9: byokd.keyprovider.v1.KeyProviderService.ForgetKey:input_type -> byokd.keyprovider.v1.ForgetKeyRequest
+	2,  // 10: byokd.keyprovider.v1.KeyProviderService.GetDataKey:output_type -> byokd.keyprovider.v1.GetDataKeyResponse
+	4,  // 11: byokd.keyprovider.v1.KeyProviderService.Encrypt:output_type -> byokd.keyprovider.v1.EncryptResponse
+	6,  // 12: byokd.keyprovider.v1.KeyProviderService.Decrypt:output_type -> byokd.keyprovider.v1.DecryptResponse
+	8,  // 13: byokd.keyprovider.v1.KeyProviderService.Status:output_type -> byokd.keyprovider.v1.StatusResponse
+	14, // 14: byokd.keyprovider.v1.KeyProviderService.Watch:output_type -> byokd.keyprovider.v1.WatchResponse
+	10, // 15: byokd.keyprovider.v1.KeyProviderService.AcceptKey:output_type -> byokd.keyprovider.v1.AcceptKeyResponse
+	12, // 16: byokd.keyprovider.v1.KeyProviderService.ForgetKey:output_type -> byokd.keyprovider.v1.ForgetKeyResponse
+	10, // [10:17] is the sub-list for method output_type
+	3,  // [3:10] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -780,7 +1057,7 @@ func file_byokd_keyprovider_v1_keyprovider_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_byokd_keyprovider_v1_keyprovider_proto_rawDesc), len(file_byokd_keyprovider_v1_keyprovider_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

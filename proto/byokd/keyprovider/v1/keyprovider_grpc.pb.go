@@ -35,6 +35,8 @@ const (
 	KeyProviderService_Decrypt_FullMethodName    = "/byokd.keyprovider.v1.KeyProviderService/Decrypt"
 	KeyProviderService_Status_FullMethodName     = "/byokd.keyprovider.v1.KeyProviderService/Status"
 	KeyProviderService_Watch_FullMethodName      = "/byokd.keyprovider.v1.KeyProviderService/Watch"
+	KeyProviderService_AcceptKey_FullMethodName  = "/byokd.keyprovider.v1.KeyProviderService/AcceptKey"
+	KeyProviderService_ForgetKey_FullMethodName  = "/byokd.keyprovider.v1.KeyProviderService/ForgetKey"
 )
 
 // KeyProviderServiceClient is the client API for KeyProviderService service.
@@ -76,6 +78,30 @@ type KeyProviderServiceClient interface {
 	// Errors: PERMISSION_DENIED (caller not allowed); UNAVAILABLE when byokd
 	// shuts down.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// AcceptKey makes a node that refused another data encryption key serve
+	// it: the stored wrapped key unwraps to offered_fingerprint, not to
+	// current_fingerprint, the key the node served. Data written under the
+	// old key stays unreadable. Both fingerprints must be the ones Status
+	// reports, so the caller names exactly the change. Only root and byokd's
+	// own user may call it, whatever the socket's allow-list says; byokd logs
+	// an audit line.
+	//
+	// Errors: PERMISSION_DENIED (caller not root or byokd's user),
+	// INVALID_ARGUMENT (a fingerprint that does not match),
+	// FAILED_PRECONDITION (the node has not refused another key),
+	// UNAVAILABLE (the key identity could not be written),
+	// DEADLINE_EXCEEDED (byokd stayed busy with a Key Protect round).
+	AcceptKey(ctx context.Context, in *AcceptKeyRequest, opts ...grpc.CallOption) (*AcceptKeyResponse, error)
+	// ForgetKey gives up the data encryption key a locked node served, named
+	// by its fingerprint, so that a node whose wrapped key is lost for good
+	// can provision a new one (or serve the key its wrapped key file now
+	// holds). Data written under the forgotten key stays unreadable. Callers
+	// and audit as for AcceptKey.
+	//
+	// Errors: PERMISSION_DENIED, INVALID_ARGUMENT (the fingerprint does not
+	// match), FAILED_PRECONDITION (the node serves keys, or has no key
+	// identity), UNAVAILABLE, DEADLINE_EXCEEDED.
+	ForgetKey(ctx context.Context, in *ForgetKeyRequest, opts ...grpc.CallOption) (*ForgetKeyResponse, error)
 }
 
 type keyProviderServiceClient struct {
@@ -145,6 +171,26 @@ func (c *keyProviderServiceClient) Watch(ctx context.Context, in *WatchRequest, 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KeyProviderService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *keyProviderServiceClient) AcceptKey(ctx context.Context, in *AcceptKeyRequest, opts ...grpc.CallOption) (*AcceptKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcceptKeyResponse)
+	err := c.cc.Invoke(ctx, KeyProviderService_AcceptKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyProviderServiceClient) ForgetKey(ctx context.Context, in *ForgetKeyRequest, opts ...grpc.CallOption) (*ForgetKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetKeyResponse)
+	err := c.cc.Invoke(ctx, KeyProviderService_ForgetKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyProviderServiceServer is the server API for KeyProviderService service.
 // All implementations must embed UnimplementedKeyProviderServiceServer
 // for forward compatibility.
@@ -184,6 +230,30 @@ type KeyProviderServiceServer interface {
 	// Errors: PERMISSION_DENIED (caller not allowed); UNAVAILABLE when byokd
 	// shuts down.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// AcceptKey makes a node that refused another data encryption key serve
+	// it: the stored wrapped key unwraps to offered_fingerprint, not to
+	// current_fingerprint, the key the node served. Data written under the
+	// old key stays unreadable. Both fingerprints must be the ones Status
+	// reports, so the caller names exactly the change. Only root and byokd's
+	// own user may call it, whatever the socket's allow-list says; byokd logs
+	// an audit line.
+	//
+	// Errors: PERMISSION_DENIED (caller not root or byokd's user),
+	// INVALID_ARGUMENT (a fingerprint that does not match),
+	// FAILED_PRECONDITION (the node has not refused another key),
+	// UNAVAILABLE (the key identity could not be written),
+	// DEADLINE_EXCEEDED (byokd stayed busy with a Key Protect round).
+	AcceptKey(context.Context, *AcceptKeyRequest) (*AcceptKeyResponse, error)
+	// ForgetKey gives up the data encryption key a locked node served, named
+	// by its fingerprint, so that a node whose wrapped key is lost for good
+	// can provision a new one (or serve the key its wrapped key file now
+	// holds). Data written under the forgotten key stays unreadable. Callers
+	// and audit as for AcceptKey.
+	//
+	// Errors: PERMISSION_DENIED, INVALID_ARGUMENT (the fingerprint does not
+	// match), FAILED_PRECONDITION (the node serves keys, or has no key
+	// identity), UNAVAILABLE, DEADLINE_EXCEEDED.
+	ForgetKey(context.Context, *ForgetKeyRequest) (*ForgetKeyResponse, error)
 	mustEmbedUnimplementedKeyProviderServiceServer()
 }
 
@@ -208,6 +278,12 @@ func (UnimplementedKeyProviderServiceServer) Status(context.Context, *StatusRequ
 }
 func (UnimplementedKeyProviderServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedKeyProviderServiceServer) AcceptKey(context.Context, *AcceptKeyRequest) (*AcceptKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcceptKey not implemented")
+}
+func (UnimplementedKeyProviderServiceServer) ForgetKey(context.Context, *ForgetKeyRequest) (*ForgetKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetKey not implemented")
 }
 func (UnimplementedKeyProviderServiceServer) mustEmbedUnimplementedKeyProviderServiceServer() {}
 func (UnimplementedKeyProviderServiceServer) testEmbeddedByValue()                            {}
@@ -313,6 +389,42 @@ func _KeyProviderService_Watch_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KeyProviderService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _KeyProviderService_AcceptKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcceptKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyProviderServiceServer).AcceptKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyProviderService_AcceptKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyProviderServiceServer).AcceptKey(ctx, req.(*AcceptKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyProviderService_ForgetKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyProviderServiceServer).ForgetKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyProviderService_ForgetKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyProviderServiceServer).ForgetKey(ctx, req.(*ForgetKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyProviderService_ServiceDesc is the grpc.ServiceDesc for KeyProviderService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -335,6 +447,14 @@ var KeyProviderService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _KeyProviderService_Status_Handler,
+		},
+		{
+			MethodName: "AcceptKey",
+			Handler:    _KeyProviderService_AcceptKey_Handler,
+		},
+		{
+			MethodName: "ForgetKey",
+			Handler:    _KeyProviderService_ForgetKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

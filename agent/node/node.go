@@ -1,0 +1,337 @@
+// Package node assembles one byokd node below the process — Key Protect
+// client, wrapped key store, sealer, lock machine, key manager and its
+// scheduler, key provider server, ops listener, lock actions — from a
+// configuration, and runs it. The daemon, the fleet simulation and tests
+// build nodes through it.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/byokd/byokd/agent/actions"
+	"github.com/byokd/byokd/agent/config"
+	"github.com/byokd/byokd/agent/keymgr"
+	"github.com/byokd/byokd/agent/keyprotect"
+	"github.com/byokd/byokd/agent/lock"
+	"github.com/byokd/byokd/agent/metrics"
+	"github.com/byokd/byokd/agent/notify"
+	"github.com/byokd/byokd/agent/ops"
+	"github.com/byokd/byokd/agent/server"
+	"github.com/byokd/byokd/agent/wdek"
+	"github.com/byokd/byokd/crypto/seal"
+	"github.com/byokd/byokd/crypto/seal/cpacf"
+	"github.com/byokd/byokd/crypto/seal/tpm"
+	"github.com/byokd/byokd/internal/clock"
+	"github.com/byokd/byokd/internal/task"
+)
+
+// Deps are what a node takes from its caller instead of building it from
+// the configuration. Every field is optional.
+type Deps struct {
+	// KeyProtect replaces the client built from [keyprotect].
+	KeyProtect keymgr.KeyProtect
+	// APIKey is the IAM API key; empty reads the one the config names.
+	APIKey string
+	// Sealer replaces the backend [sealer] picks; the node closes it.
+	Sealer seal.Sealer
+	// Listener is the key provider socket; nil serves no key provider.
+	Listener net.Listener
+	// NoOps turns the ops listener off whatever [ops] says.
+	NoOps   bool
+	Clock   clock.Clock
+	Rand    func(n int64) int64
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+	// OnTransition is called after every state change, after the node's
+	// own audit log, metrics and lock actions.
+	OnTransition func(from, to lock.Status, ev lock.Event)
+}
+
+// Node is one byokd node.
+type Node struct {
+	Machine   *lock.Machine
+	Manager   *keymgr.Manager
+	Scheduler *keymgr.Scheduler
+	Server    *server.Server // nil without a listener
+	Ops       *ops.Server    // nil when off
+	Metrics   *metrics.Metrics
+
+	cfg      *config.Config
+	log      *slog.Logger
+	sealer   seal.Sealer
+	store    *wdek.Store
+	kpc      *keyprotect.Client // nil when Deps gave one
+	listener net.Listener
+	hb       notify.Heartbeat
+	closers  []func()
+}
+
+// New builds a node from cfg; it contacts nothing until Run. Close it.
+func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mt := deps.Metrics
+	if mt == nil {
+		mt = metrics.New()
+	}
+	n := &Node{cfg: cfg, log: log, Metrics: mt, listener: deps.Listener}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	kp := deps.KeyProtect
+	if kp == nil {
+		apiKey := deps.APIKey
+		if apiKey == "" {
+			k, err := cfg.LoadAPIKey()
+			if err != nil {
+				return nil, err
+			}
+			apiKey = k.Reveal()
+		}
+		if n.kpc, err = keyprotect.New(keyprotect.Config{
+			URL: cfg.KeyProtect.URL, TokenURL: cfg.KeyProtect.TokenURL(), InstanceID: cfg.KeyProtect.InstanceID,
+			KeyRing: cfg.KeyProtect.KeyRing, RootKeyID: cfg.KeyProtect.RootKeyID, APIKey: apiKey,
+			CAFile: cfg.KeyProtect.CAFile, Timeout: time.Duration(cfg.KeyProtect.Timeout),
+		}); err != nil {
+			return nil, err
+		}
+		n.closers = append(n.closers, n.kpc.Close)
+		kp = n.kpc
+	}
+	if n.store, err = wdek.Open(cfg.State.Dir); err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, func() { n.store.Close() })
+	n.sealer = deps.Sealer
+	if n.sealer == nil {
+		if n.sealer, err = NewSealer(cfg.Sealer, log); err != nil {
+			return nil, err
+		}
+	}
+	n.closers = append(n.closers, func() {
+		if err := n.sealer.Close(); err != nil {
+			log.Error("close the sealer", "err", err)
+		}
+	})
+
+	runner := actions.New(lockActions(cfg), log)
+	n.Machine = lock.New(lock.Status{RootKeyID: cfg.KeyProtect.RootKeyID, Sealer: n.sealer.Name()}, lock.Hooks{
+		Wipe: n.sealer.Wipe,
+		Transition: func(from, to lock.Status, ev lock.Event) {
+			n.transition(from, to, runner)
+			if deps.OnTransition != nil {
+				deps.OnTransition(from, to, ev)
+			}
+		},
+	})
+	c := deps.Clock
+	if c == nil {
+		c = clock.Real()
+	}
+	n.Machine.SetClock(c.Now)
+	mt.SetState(lock.Starting.String())
+	n.Manager = keymgr.New(keymgr.Config{
+		KP: kp, Store: n.store, Sealer: n.sealer, Machine: n.Machine,
+		RootKeyID: cfg.KeyProtect.RootKeyID, InstanceID: cfg.KeyProtect.InstanceID, ClusterID: cfg.ClusterID,
+		Provision: cfg.State.Provision, ProofInterval: time.Duration(cfg.Poll.ProofInterval),
+		OfflineGrace: time.Duration(cfg.Poll.OfflineGrace), ConfirmWindow: time.Duration(cfg.Poll.ConfirmWindow),
+		LockOnExpired: cfg.Poll.LockOnExpired, Clock: c, Log: log, Metrics: mt,
+	})
+	n.hb.Beat()
+	n.Scheduler = keymgr.NewScheduler(n.Manager, keymgr.SchedulerConfig{
+		Interval: time.Duration(cfg.Poll.Interval), Jitter: cfg.Poll.Jitter, Beat: n.hb.Beat, Rand: deps.Rand,
+	})
+	if deps.Listener != nil {
+		var release, strict bool
+		for _, m := range cfg.Socket.Modes {
+			release = release || m == "release"
+			strict = strict || m == "strict"
+		}
+		n.Server = server.New(server.Config{
+			ClusterID: cfg.ClusterID, Keys: n.sealer, Machine: n.Machine, Release: release, Strict: strict, Log: log, Metrics: mt,
+			Policy: server.Policy{UIDs: uint32s(cfg.Socket.AllowedUIDs), GIDs: uint32s(cfg.Socket.AllowedGIDs), Exes: cfg.Socket.AllowedExes},
+			Reseal: n.Manager.Reseal, Admin: n.Manager,
+		})
+	}
+	if cfg.Ops.Listen != "" && !deps.NoOps {
+		if n.Ops, err = ops.Listen(cfg.Ops.Listen, n.Machine, mt); err != nil {
+			return nil, fmt.Errorf("ops listener: %w", err)
+		}
+		n.Ops.SetAlive(n.Alive)
+		n.closers = append(n.closers, func() { n.Ops.Shutdown(context.Background()) })
+	}
+	return n, nil
+}
+
+// transition is the node's own reaction to a state change: metrics, the
+// audit log, and the lock actions.
+func (n *Node) transition(from, to lock.Status, runner *actions.Runner) {
+	n.Metrics.SetState(to.State.String())
+	if from.State == to.State && from.WipeError == to.WipeError {
+		return
+	}
+	attrs := []any{"event", "audit", "action", "transition", "from", from.State.String(), "state", to.State.String(),
+		"reason", to.Reason, "cause", to.Cause, "root_key_id", to.RootKeyID}
+	switch {
+	case to.State == lock.Locked && to.WipeError != "":
+		n.log.Error("node locked, but the keys could NOT be wiped; key calls are refused and byokd retries the wipe",
+			append(attrs, "wipe_error", to.WipeError)...)
+	case to.State == lock.Locked && from.State == lock.Locked:
+		n.log.Info("node locked: keys wiped after an earlier failure", attrs...)
+	case to.State == lock.Locked:
+		n.log.Warn("node locked: keys wiped", attrs...)
+	case to.State == lock.Degraded:
+		n.log.Warn("node degraded: serving within the offline grace or the confirmation window", attrs...)
+	default:
+		n.log.Info("node "+to.State.String(), attrs...)
+	}
+	if to.State == lock.Locked && from.State != lock.Locked {
+		n.Metrics.Locked(to.Cause)
+		go runner.Run(context.Background(), to.Reason)
+	}
+}
+
+// MainLoopMaxAge is how long the key manager's loop may go without a beat
+// before the node counts as not alive: a round can take two Key Protect
+// calls.
+func (n *Node) MainLoopMaxAge() time.Duration {
+	return 2*time.Duration(n.cfg.KeyProtect.Timeout) + 10*time.Second
+}
+
+// Alive reports whether the key manager's loop beats.
+func (n *Node) Alive() bool { return n.hb.Fresh(n.MainLoopMaxAge()) }
+
+// Addr is the ops listener's address, "" when it is off.
+func (n *Node) Addr() string {
+	if n.Ops == nil {
+		return ""
+	}
+	return n.Ops.Addr()
+}
+
+// Run runs the node until ctx ends or a part fails, then stops cleanly:
+// key calls in flight finish, watchers are told, keys are wiped.
+func (n *Node) Run(ctx context.Context) error {
+	tasks := []task.Task{n.Scheduler.Run}
+	if n.Server != nil {
+		tasks = append(tasks, func(ctx context.Context) error {
+			return serveUntil(ctx, func() error { return n.Server.Serve(n.listener) }, n.Server.Stop)
+		})
+	}
+	if n.Ops != nil {
+		tasks = append(tasks, func(ctx context.Context) error {
+			return serveUntil(ctx, n.Ops.Serve, func(ctx context.Context) { _ = n.Ops.Shutdown(ctx) })
+		})
+	}
+	err := task.Run(ctx, tasks...)
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if werr := n.sealer.Wipe(wctx); werr != nil && !errors.Is(werr, seal.ErrWiped) {
+		n.log.Error("wipe keys at stop", "err", werr)
+	}
+	return err
+}
+
+// serveUntil runs serve until it fails or ctx ends, then stops it with
+// five seconds for calls in flight.
+func serveUntil(ctx context.Context, serve func() error, stop func(context.Context)) error {
+	errc := make(chan error, 1)
+	go func() { errc <- serve() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stop(sctx)
+		<-errc
+		return nil
+	}
+}
+
+// Close releases what New opened: the sealer (wiping it), the store, the
+// Key Protect client's connections, the ops listener.
+func (n *Node) Close() {
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		n.closers[i]()
+	}
+	n.closers = nil
+}
+
+// NewSealer picks the backend. backend = "auto" tries cpacf (s390x with
+// /dev/pkey and CPACF HMAC protected keys), then tpm (tpm_device opens),
+// then memory, and logs the choice and why; an explicitly configured
+// backend that is not available is an error, never a silent downgrade.
+func NewSealer(cfg config.Sealer, log *slog.Logger) (seal.Sealer, error) {
+	switch cfg.Backend {
+	case "memory":
+		return memorySealer()
+	case "cpacf":
+		s, err := cpacf.New()
+		if err != nil {
+			return nil, fmt.Errorf("sealer backend cpacf: %w", err)
+		}
+		return s, nil
+	case "tpm":
+		s, err := tpm.Open(cfg.TPMDevice)
+		if err != nil {
+			return nil, fmt.Errorf("sealer backend tpm (%s): %w", cfg.TPMDevice, err)
+		}
+		return s, nil
+	case "auto":
+		var why []string
+		if s, err := cpacf.New(); err == nil {
+			log.Info("sealer chosen", "sealer", "cpacf", "backend", "auto")
+			return s, nil
+		} else {
+			why = append(why, "cpacf: "+err.Error())
+		}
+		if s, err := tpm.Open(cfg.TPMDevice); err == nil {
+			log.Info("sealer chosen", "sealer", "tpm", "backend", "auto", "not_chosen", strings.Join(why, "; "))
+			return s, nil
+		} else {
+			why = append(why, "tpm: "+err.Error())
+		}
+		s, err := memorySealer()
+		if err != nil {
+			return nil, err
+		}
+		log.Info("sealer chosen", "sealer", "memory", "backend", "auto", "not_chosen", strings.Join(why, "; "))
+		return s, nil
+	}
+	return nil, fmt.Errorf("unknown sealer backend %q", cfg.Backend)
+}
+
+func memorySealer() (seal.Sealer, error) {
+	s, err := seal.NewMemory()
+	if err != nil {
+		return nil, fmt.Errorf("memory sealer: %w", err)
+	}
+	return s, nil
+}
+
+func uint32s(in []int) []uint32 {
+	out := make([]uint32, 0, len(in))
+	for _, v := range in {
+		out = append(out, uint32(v))
+	}
+	return out
+}
+
+func lockActions(cfg *config.Config) []actions.Action {
+	var out []actions.Action
+	for _, a := range cfg.LockActions {
+		out = append(out, actions.Action{Command: a.Command, Timeout: time.Duration(a.Timeout)})
+	}
+	return out
+}
