@@ -30,6 +30,12 @@ func ctx(t *testing.T) context.Context {
 
 func dataKey(t *testing.T, c pb.KeyProviderServiceClient, id string) []byte {
 	t.Helper()
+	return getDataKey(t, c, id).GetKey()
+}
+
+// getDataKey is GetDataKey with its generation.
+func getDataKey(t *testing.T, c pb.KeyProviderServiceClient, id string) *pb.GetDataKeyResponse {
+	t.Helper()
 	r, err := c.GetDataKey(ctx(t), &pb.GetDataKeyRequest{KeyId: id})
 	if err != nil {
 		t.Fatalf("GetDataKey(%q): %v", id, err)
@@ -37,7 +43,7 @@ func dataKey(t *testing.T, c pb.KeyProviderServiceClient, id string) []byte {
 	if len(r.GetKey()) != 32 {
 		t.Fatalf("data key of %d bytes", len(r.GetKey()))
 	}
-	return r.GetKey()
+	return r
 }
 
 func wantCode(t *testing.T, err error, code codes.Code) {

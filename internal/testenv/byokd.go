@@ -50,6 +50,18 @@ func Binaries(t testing.TB) string {
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, b)
+			return
+		}
+		// BYOKD_TEST_BYOKD runs the tests against another byokd binary,
+		// to show that a test fails on an older byokd.
+		if other := os.Getenv("BYOKD_TEST_BYOKD"); other != "" {
+			b, err := os.ReadFile(other)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(binDir, "byokd"), b, 0o755)
+			}
+			if err != nil {
+				buildErr = fmt.Errorf("BYOKD_TEST_BYOKD: %w", err)
+			}
 		}
 	})
 	if buildErr != nil {
@@ -79,6 +91,8 @@ type Options struct {
 	Proof         string // proof interval, default "1m"
 	OfflineGrace  string // default "1h"
 	LockOnExpired bool
+	ClusterID     string   // default "test-cluster"
+	ConfirmWindow string   // poll.confirm_window; default byokd's
 	Extra         string   // appended TOML (tables)
 	SocketExtra   string   // lines added to [socket]
 	APIKey        string   // default APIKey
@@ -146,7 +160,15 @@ func PrepareByokd(t testing.TB, k *KP, o Options) *Byokd {
 		return v
 	}
 	b := &Byokd{t: t, Dir: dir, Socket: filepath.Join(dir, "kp.sock"), Config: filepath.Join(dir, "config.toml"), logs: &syncBuffer{}, done: make(chan struct{})}
-	cfg := fmt.Sprintf(`cluster_id = "test-cluster"
+	poll := ""
+	if o.ConfirmWindow != "" {
+		poll = fmt.Sprintf("confirm_window = %q\n", o.ConfirmWindow)
+	}
+	kpExtra := "allow_insecure_http = true\n"
+	if k.CAFile != "" {
+		kpExtra = fmt.Sprintf("ca_file = %q\n", k.CAFile)
+	}
+	cfg := fmt.Sprintf(`cluster_id = %[15]q
 
 [keyprotect]
 url = %[1]q
@@ -154,9 +176,8 @@ iam_url = %[1]q
 instance_id = %[2]q
 root_key_id = %[3]q
 api_key_file = %[4]q
-allow_insecure_http = true
 timeout = "3s"
-
+%[16]s
 [state]
 dir = %[5]q
 provision = %[6]v
@@ -167,7 +188,7 @@ proof_interval = %[8]q
 offline_grace = %[9]q
 jitter = 0.0
 lock_on_expired = %[14]v
-
+%[17]s
 [sealer]
 backend = "memory"
 
@@ -187,7 +208,8 @@ level = "debug"
 format = "json"
 %[13]s
 `, k.URL, InstanceID, o.RootKeyID, filepath.Join(dir, "apikey"), filepath.Join(dir, "state"), o.Provision,
-		def(o.Interval, "1s"), def(o.Proof, "1m"), def(o.OfflineGrace, "1h"), b.Socket, os.Getuid(), o.SocketExtra, o.Extra, o.LockOnExpired)
+		def(o.Interval, "1s"), def(o.Proof, "1m"), def(o.OfflineGrace, "1h"), b.Socket, os.Getuid(), o.SocketExtra, o.Extra, o.LockOnExpired,
+		def(o.ClusterID, "test-cluster"), kpExtra, poll)
 	if err := os.WriteFile(b.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
