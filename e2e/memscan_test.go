@@ -1,0 +1,204 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	kp "github.com/IBM/keyprotect-go-client"
+
+	"github.com/byokd/byokd/internal/testenv"
+	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
+)
+
+// TestNoClearDEKOutsideLockedMemory runs byokd against Key Protect over TLS
+// through provisioning, many proof unwraps, a rotation and a restart, then
+// reads its whole memory through /proc/PID/mem (as root) and searches it
+// for the DEK in every encoding an answer or a decoder could leave behind.
+// The only copy allowed is the sealer's, in locked memory — found there, so
+// the search demonstrably reads memory — and none may be anywhere else.
+func TestNoClearDEKOutsideLockedMemory(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("reading another process's memory needs root: run the tests as root, as CI does")
+	}
+	k := testenv.StartKPTLS(t)
+	root := k.RootKey(t, "scan-root")
+	o := testenv.Options{RootKeyID: root, Provision: true, Proof: "1s"}
+	b := testenv.StartByokd(t, k, o)
+	c := b.Client()
+	st := b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
+	time.Sleep(5 * time.Second)
+	k.Do(t, "rotate", func(ctx context.Context, kc *kp.Client) error { return kc.Rotate(ctx, root, "") })
+	waitKeyVersionChange(t, b, c, st.GetKeyVersion())
+	time.Sleep(3 * time.Second)
+	dek := customerUnwrap(t, k, root, keyFile(b))
+	if n := k.Stats()["action_unwrap"].Requests; n < 6 {
+		t.Fatalf("%d unwraps, want at least 6", n)
+	}
+	checkMemory(t, b.PID(), dek, "after provisioning, proofs and a rotation")
+
+	// A restart unlocks by unwrapping, then proves again.
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	o.Dir = b.Dir
+	b = testenv.StartByokd(t, k, o)
+	b.WaitState(t, b.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
+	time.Sleep(3 * time.Second)
+	checkMemory(t, b.PID(), dek, "after a restart and proofs")
+}
+
+func waitKeyVersionChange(t *testing.T, b *testenv.Byokd, c pb.KeyProviderServiceClient, old string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if s, err := c.Status(ctx(t), &pb.StatusRequest{}); err == nil && s.GetKeyVersion() != old {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("byokd did not take up the rotation\n%s", b.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// customerUnwrap unwraps the node's dek.json as the customer can, to learn
+// the DEK the search looks for.
+func customerUnwrap(t *testing.T, k *testenv.KP, root, path string) []byte {
+	t.Helper()
+	var rec struct {
+		Ciphertext string   `json:"ciphertext"`
+		AAD        []string `json:"aad"`
+	}
+	if err := json.Unmarshal(readFile(t, path), &rec); err != nil {
+		t.Fatal(err)
+	}
+	var dek []byte
+	k.Do(t, "unwrap as the customer", func(ctx context.Context, kc *kp.Client) error {
+		pt, err := kc.Unwrap(ctx, root, []byte(rec.Ciphertext), &rec.AAD)
+		if err == nil {
+			dek, err = base64.StdEncoding.DecodeString(string(pt))
+		}
+		return err
+	})
+	if len(dek) != 32 {
+		t.Fatalf("the customer's unwrap gave %d bytes", len(dek))
+	}
+	return dek
+}
+
+// checkMemory fails the test when byokd's memory holds the DEK outside
+// locked mappings, or does not hold it in one (the sealer's).
+func checkMemory(t *testing.T, pid int, dek []byte, when string) {
+	t.Helper()
+	needles := map[string][]byte{
+		"raw":            dek,
+		"base64":         []byte(base64.StdEncoding.EncodeToString(dek)),
+		"base64 (raw)":   []byte(base64.RawStdEncoding.EncodeToString(dek)),
+		"base64 (url)":   []byte(base64.RawURLEncoding.EncodeToString(dek)),
+		"hex":            []byte(hex.EncodeToString(dek)),
+		"hex (upper)":    []byte(strings.ToUpper(hex.EncodeToString(dek))),
+		"base64 escaped": []byte(strings.ReplaceAll(base64.StdEncoding.EncodeToString(dek), "/", `\/`)),
+	}
+	regions, err := memoryRegions(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	var scanned, lockedScanned int64
+	inLocked := 0
+	var leaks []string
+	for _, r := range regions {
+		buf := make([]byte, r.end-r.start)
+		n, _ := mem.ReadAt(buf, int64(r.start))
+		buf = buf[:n]
+		if r.locked {
+			lockedScanned += int64(n)
+			inLocked += bytes.Count(buf, dek)
+			continue
+		}
+		scanned += int64(n)
+		for name, needle := range needles {
+			if c := bytes.Count(buf, needle); c > 0 {
+				leaks = append(leaks, fmt.Sprintf("%d× %s in %s", c, name, r.name))
+			}
+		}
+	}
+	t.Logf("%s: searched %d MiB of byokd's memory outside locked mappings, %d KiB locked", when, scanned>>20, lockedScanned>>10)
+	if scanned < 1<<20 {
+		t.Fatalf("only %d bytes searched: the search proves nothing", scanned)
+	}
+	if inLocked == 0 {
+		t.Fatal("the DEK is not in byokd's locked memory either: the search does not see the sealer's copy and proves nothing")
+	}
+	if len(leaks) > 0 {
+		t.Fatalf("%s the DEK is in byokd's memory outside locked mappings: %s", when, strings.Join(leaks, "; "))
+	}
+}
+
+type region struct {
+	start, end uint64
+	name       string
+	locked     bool
+}
+
+// memoryRegions lists the readable mappings of pid from /proc/PID/smaps,
+// with whether the kernel holds them locked (VmFlags lo).
+func memoryRegions(pid int) ([]region, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []region
+	var cur *region
+	readable := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) >= 5 && strings.Contains(fields[0], "-") && len(fields[1]) == 4 {
+			if cur != nil && readable {
+				out = append(out, *cur)
+			}
+			lo, hi, _ := strings.Cut(fields[0], "-")
+			s, err1 := strconv.ParseUint(lo, 16, 64)
+			e, err2 := strconv.ParseUint(hi, 16, 64)
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("smaps line %q", line)
+			}
+			name := "anonymous"
+			if len(fields) >= 6 {
+				name = fields[5]
+			}
+			cur = &region{start: s, end: e, name: name}
+			readable = fields[1][0] == 'r' && name != "[vvar]" && name != "[vsyscall]" && name != "[vvar_vclock]"
+			continue
+		}
+		if cur != nil && strings.HasPrefix(line, "VmFlags:") {
+			for _, fl := range fields[1:] {
+				cur.locked = cur.locked || fl == "lo"
+			}
+		}
+	}
+	if cur != nil && readable {
+		out = append(out, *cur)
+	}
+	if err := sc.Err(); err != nil && err != io.EOF {
+		return nil, err
+	}
+	return out, nil
+}
