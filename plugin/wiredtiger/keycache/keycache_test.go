@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +156,68 @@ func TestOpenFailsClearly(t *testing.T) {
 	}
 	if _, err := Open("/nonexistent/kp.sock", "fast"); err == nil || !strings.Contains(err.Error(), "mode") {
 		t.Fatalf("bad mode: %v", err)
+	}
+}
+
+// TestAKeyOfAnotherGenerationIsRefusedUntilRestart: once an operator makes
+// byokd serve another data key (byokctl accept-key), a running plugin
+// refuses every key, in both modes, rather than write pages under a second
+// key; a plugin opened afterwards (the database restarted) works.
+func TestAKeyOfAnotherGenerationIsRefusedUntilRestart(t *testing.T) {
+	k := testenv.StartKP(t)
+	root := k.RootKey(t, "plugin-root")
+	a := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Proof: "1s"})
+	st := a.WaitState(t, a.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
+	other := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true})
+	otherSt := other.WaitState(t, other.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
+	if err := other.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	var providers []*Provider
+	for _, mode := range []string{Release, Strict} {
+		p, err := Open(a.Socket, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		h, err := p.Customize("table:t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Encrypt(h, []byte("page"), make([]byte, 4+block.Overhead)); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		providers = append(providers, p)
+	}
+	b, err := os.ReadFile(filepath.Join(other.Dir, "state", "dek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dek := filepath.Join(a.Dir, "state", "dek.json")
+	if err := os.WriteFile(dek+".tmp", b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dek+".tmp", dek); err != nil {
+		t.Fatal(err)
+	}
+	a.WaitState(t, a.Client(), pb.State_STATE_LOCKED, 5*time.Second)
+	if out, errOut, code := a.Ctl(t, nil, "accept-key", st.GetKeyFingerprint(), otherSt.GetKeyFingerprint()); code != 0 {
+		t.Fatalf("accept-key: %s %s", out, errOut)
+	}
+	a.WaitState(t, a.Client(), pb.State_STATE_UNLOCKED, 5*time.Second)
+	time.Sleep(300 * time.Millisecond) // the Watch stream delivers the new status
+	for i, p := range providers {
+		_, err := p.Encrypt(1, []byte("page"), make([]byte, 4+block.Overhead))
+		if !errors.Is(err, ErrLocked) || !strings.Contains(fmt.Sprint(err), "generation 2") {
+			t.Fatalf("%s provider after the key changed: %v, want a refusal naming generation 2", []string{Release, Strict}[i], err)
+		}
+	}
+	p, err := Open(a.Socket, Release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Customize("table:t"); err != nil {
+		t.Fatalf("a provider opened after the change: %v", err)
 	}
 }
