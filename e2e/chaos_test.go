@@ -66,9 +66,10 @@ func serving(s pb.State) bool { return s == pb.State_STATE_UNLOCKED || s == pb.S
 
 // TestChaos keeps 16 clients calling GetDataKey while Key Protect misbehaves:
 // latency, 5xx, 429 with Retry-After, resets, then an outage shorter than
-// offline_grace. byokd must not lock, must not fail one key call while it
-// serves, must bound its Key Protect requests by its backoff, must lock
-// within the poll interval + 1 s of a disable and unlock on enable.
+// offline_grace, then network-policy 401 bursts shorter than the
+// confirmation window. byokd must not lock, must not fail one key call
+// while it serves, must bound its Key Protect requests by its backoff, must
+// lock within the poll interval + 1 s of a disable and unlock on enable.
 // CHAOS_SECONDS sets each phase's length (make chaos uses a longer run).
 func TestChaos(t *testing.T) {
 	phase := 4 * time.Second
@@ -77,8 +78,9 @@ func TestChaos(t *testing.T) {
 	}
 	k := testenv.StartKP(t)
 	root := k.RootKey(t, "chaos-root")
-	grace := 2*phase + 5*time.Second
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, OfflineGrace: grace.String()})
+	grace := 3*phase + 5*time.Second
+	const window = 3 * time.Second
+	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, OfflineGrace: grace.String(), ConfirmWindow: window.String()})
 	c := b.Client()
 	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
 
@@ -163,10 +165,29 @@ func TestChaos(t *testing.T) {
 	time.Sleep(phase)
 	faulty := time.Since(start)
 	reqs := kpRequests() - before
+	// Network-policy bursts: every Key Protect request refused with 401
+	// for 1.5 s, then 1 s of answers, over and over.
+	setFaults(kpemu.Faults{})
+	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 5*time.Second)
+	bursts, refused := 0, int64(0)
+	for end := time.Now().Add(phase); time.Now().Before(end); bursts++ {
+		k.ResetStats()
+		setFaults(kpemu.Faults{Refusal: kpemu.RefuseNetworkPolicy})
+		time.Sleep(window / 2)
+		for _, rs := range k.Stats() {
+			refused += rs.Status["401"]
+		}
+		setFaults(kpemu.Faults{})
+		time.Sleep(time.Second)
+	}
+	t.Logf("%d network-policy bursts of %v (confirmation window %v): %d requests answered 401", bursts, window/2, window, refused)
+	if refused == 0 {
+		t.Fatal("no request was refused: the bursts did not reach byokd")
+	}
 	setFaults(kpemu.Faults{})
 	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 5*time.Second)
 	if tl.saw(pb.State_STATE_LOCKED, start, time.Now()) {
-		t.Fatalf("byokd locked during faults shorter than offline_grace (%v)", grace)
+		t.Fatalf("byokd locked during faults shorter than offline_grace (%v) or refusals shorter than the confirmation window (%v)", grace, window)
 	}
 	if !tl.saw(pb.State_STATE_DEGRADED, start, time.Now()) {
 		t.Fatal("byokd never degraded: the faults did not reach it")
