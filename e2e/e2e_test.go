@@ -364,3 +364,57 @@ func TestCorruptOrForeignKeyFileStaysLockedAndIsNotReplaced(t *testing.T) {
 		})
 	}
 }
+
+// TestRotationPolicyRewrapsOnSchedule: the root key rotates on the
+// schedule of a rotation policy — the way customers configure rotation —
+// with a policy month of 2 s in kpemu. byokd takes each rotation up by
+// itself: dek.json is re-wrapped under the newest version, and the data
+// keys never change.
+func TestRotationPolicyRewrapsOnSchedule(t *testing.T) {
+	k := testenv.StartKP(t, func(c *kpemu.Config) { c.MonthLength = 2 * time.Second })
+	root := k.RootKey(t, "policy-root")
+	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true})
+	c := b.Client()
+	st := b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
+	before := dataKey(t, c, "orders")
+	k.Do(t, "rotation policy", func(ctx context.Context, kc *kp.Client) error {
+		_, err := kc.SetRotationPolicy(ctx, root, 1)
+		return err
+	})
+	seen := map[string]bool{st.GetKeyVersion(): true}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(seen) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("byokd took up %d key versions in 20 s, want 4 (3 scheduled rotations)\n%s", len(seen), b.Logs())
+		}
+		s, err := c.Status(ctx(t), &pb.StatusRequest{})
+		if err != nil || s.GetState() != pb.State_STATE_UNLOCKED {
+			t.Fatalf("status during rotations: %v %v", s, err)
+		}
+		seen[s.GetKeyVersion()] = true
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !bytes.Equal(dataKey(t, c, "orders"), before) {
+		t.Fatal("a rotation changed the data key")
+	}
+	var latest string
+	k.Do(t, "read", func(ctx context.Context, kc *kp.Client) error {
+		key, err := kc.GetKeyMetadata(ctx, root)
+		if err == nil {
+			latest = key.KeyVersion.ID
+		}
+		return err
+	})
+	var rec struct {
+		KeyVersion string `json:"key_version"`
+	}
+	if err := json.Unmarshal(readFile(t, keyFile(b)), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if !seen[rec.KeyVersion] || rec.KeyVersion == st.GetKeyVersion() {
+		t.Fatalf("dek.json key_version %q; versions seen %v, latest %s", rec.KeyVersion, seen, latest)
+	}
+	if n := strings.Count(b.Logs(), `"action":"rotation"`); n < 3 {
+		t.Fatalf("%d re-wraps persisted, want at least 3", n)
+	}
+}

@@ -21,10 +21,10 @@ import (
 )
 
 // A fleet is many simulated nodes in this process against one kpemu. Each
-// node is byokd's own machinery — a keyprotect.Client with its own transport
-// and IAM token, a wdek.Store in its own folder, a memory sealer, a lock
-// machine and a poller — without the gRPC server, which plays no part in how
-// a fleet loads Key Protect.
+// node is a byokd node built by node.New — its own Key Protect client
+// (transport and IAM token), wrapped key store in its own folder, memory
+// sealer, lock machine, key manager and scheduler — without the gRPC server
+// and ops listener, which play no part in how a fleet loads Key Protect.
 type fleet struct {
 	kp     *testenv.KP
 	root   string

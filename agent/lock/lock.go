@@ -38,7 +38,7 @@ func (s State) String() string {
 // Serving reports whether key calls are answered in this state.
 func (s State) Serving() bool { return s == Unlocked || s == Degraded }
 
-// Event is what happened, as the poller saw it.
+// Event is what happened, as the key manager saw it.
 type Event int
 
 // The events.

@@ -88,6 +88,17 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
+	n.sealer = deps.Sealer
+	if n.sealer == nil {
+		if n.sealer, err = NewSealer(cfg.Sealer, log); err != nil {
+			return nil, err
+		}
+	}
+	n.closers = append(n.closers, func() {
+		if err := n.sealer.Close(); err != nil {
+			log.Error("close the sealer", "err", err)
+		}
+	})
 	kp := deps.KeyProtect
 	if kp == nil {
 		apiKey := deps.APIKey
@@ -112,17 +123,6 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 		return nil, err
 	}
 	n.closers = append(n.closers, func() { n.store.Close() })
-	n.sealer = deps.Sealer
-	if n.sealer == nil {
-		if n.sealer, err = NewSealer(cfg.Sealer, log); err != nil {
-			return nil, err
-		}
-	}
-	n.closers = append(n.closers, func() {
-		if err := n.sealer.Close(); err != nil {
-			log.Error("close the sealer", "err", err)
-		}
-	})
 
 	runner := actions.New(lockActions(cfg), log)
 	n.Machine = lock.New(lock.Status{RootKeyID: cfg.KeyProtect.RootKeyID, Sealer: n.sealer.Name()}, lock.Hooks{
