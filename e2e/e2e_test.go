@@ -397,22 +397,8 @@ func TestRotationPolicyRewrapsOnSchedule(t *testing.T) {
 	if !bytes.Equal(dataKey(t, c, "orders"), before) {
 		t.Fatal("a rotation changed the data key")
 	}
-	var latest string
-	k.Do(t, "read", func(ctx context.Context, kc *kp.Client) error {
-		key, err := kc.GetKeyMetadata(ctx, root)
-		if err == nil {
-			latest = key.KeyVersion.ID
-		}
-		return err
-	})
-	var rec struct {
-		KeyVersion string `json:"key_version"`
-	}
-	if err := json.Unmarshal(readFile(t, keyFile(b)), &rec); err != nil {
-		t.Fatal(err)
-	}
-	if !seen[rec.KeyVersion] || rec.KeyVersion == st.GetKeyVersion() {
-		t.Fatalf("dek.json key_version %q; versions seen %v, latest %s", rec.KeyVersion, seen, latest)
+	if v := storedVersion(t, b); !seen[v] || v == st.GetKeyVersion() {
+		t.Fatalf("dek.json key_version %q; versions seen %v", v, seen)
 	}
 	if n := strings.Count(b.Logs(), `"action":"rotation"`); n < 3 {
 		t.Fatalf("%d re-wraps persisted, want at least 3", n)

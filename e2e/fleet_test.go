@@ -66,11 +66,8 @@ func startFleet(t testing.TB, k *testenv.KP, root string, cfg fleetConfig) *flee
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		c := config.Default()
-		c.ClusterID = fmt.Sprintf("fleet-%04d", i)
-		c.KeyProtect.URL, c.KeyProtect.IAMURL, c.KeyProtect.AllowInsecureHTTP = k.URL, k.URL, true
-		c.KeyProtect.InstanceID, c.KeyProtect.RootKeyID = testenv.InstanceID, root
-		c.State.Dir, c.State.Provision = dir, true
+		c := k.NodeConfig(root, dir, fmt.Sprintf("fleet-%04d", i))
+		c.KeyProtect.Timeout = config.Default().KeyProtect.Timeout
 		c.Poll = cfg.poll
 		c.Sealer.Backend = "memory"
 		if n.Node, err = node.New(c, node.Deps{APIKey: testenv.APIKey, NoOps: true,

@@ -48,6 +48,44 @@ func readFile(t *testing.T, path string) []byte {
 	return b
 }
 
+// latestVersion is the root key's newest version, as the customer reads it.
+func latestVersion(t *testing.T, k *testenv.KP, root string) string {
+	t.Helper()
+	var v string
+	k.Do(t, "read the root key", func(ctx context.Context, kc *kp.Client) error {
+		key, err := kc.GetKeyMetadata(ctx, root)
+		if err == nil && key.KeyVersion != nil {
+			v = key.KeyVersion.ID
+		}
+		return err
+	})
+	return v
+}
+
+// storedVersion is the key_version in byokd's dek.json.
+func storedVersion(t *testing.T, b *testenv.Byokd) string {
+	t.Helper()
+	var rec struct {
+		KeyVersion string `json:"key_version"`
+	}
+	if err := json.Unmarshal(readFile(t, keyFile(b)), &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec.KeyVersion
+}
+
+// startUnlocked starts kpemu with a root key and a byokd on it, and waits
+// until byokd unlocks.
+func startUnlocked(t *testing.T, o testenv.Options) (*testenv.KP, string, *testenv.Byokd, pb.KeyProviderServiceClient) {
+	t.Helper()
+	k := testenv.StartKP(t)
+	o.RootKeyID = k.RootKey(t, "root")
+	b := testenv.StartByokd(t, k, o)
+	c := b.Client()
+	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
+	return k, o.RootKeyID, b, c
+}
+
 // waitCause waits for LOCKED with the given cause.
 func waitCause(t *testing.T, b *testenv.Byokd, c pb.KeyProviderServiceClient, cause string, d time.Duration) *pb.StatusResponse {
 	t.Helper()
@@ -168,11 +206,7 @@ func TestKeyFileFromAnotherNodeLocksUntilAnOperatorAccepts(t *testing.T) {
 // by a new key. It is written back from the wrapped key the node holds,
 // the node never locks, and the data keys stay the same.
 func TestKeyFileRemovedWhileRunningIsWrittenBackNotReplaced(t *testing.T) {
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "root")
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Proof: "1s"})
-	c := b.Client()
-	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
+	k, _, b, c := startUnlocked(t, testenv.Options{Provision: true, Proof: "1s"})
 	tl := watchTimeline(t, c)
 	before := getDataKey(t, c, "t")
 	orig := readFile(t, keyFile(b))
@@ -362,11 +396,7 @@ func TestAccessRefusalsAreConfirmedBeforeTheyLock(t *testing.T) {
 // HTML 403 and 404 are not Key Protect's answers: the node degrades and
 // waits for the offline grace, as for any outage.
 func TestAnswersNotFromKeyProtectNeverLock(t *testing.T) {
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "root")
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, ConfirmWindow: "1s"})
-	c := b.Client()
-	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
+	k, _, b, c := startUnlocked(t, testenv.Options{Provision: true, ConfirmWindow: "1s"})
 	tl := watchTimeline(t, c)
 	from := time.Now()
 	for _, preset := range []string{kpemu.RefuseProxy407, kpemu.RefuseLB403, kpemu.RefuseLB404} {
@@ -392,11 +422,7 @@ func TestAnswersNotFromKeyProtectNeverLock(t *testing.T) {
 // internal HSM error, not a verdict on the wrapped key. A burst shorter
 // than the window keeps the node serving; a persisting one locks.
 func TestKeyProtectInternalErrorLocksOnlyWhenItPersists(t *testing.T) {
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "root")
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Proof: "1s", ConfirmWindow: "3s"})
-	c := b.Client()
-	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
+	k, _, b, c := startUnlocked(t, testenv.Options{Provision: true, Proof: "1s", ConfirmWindow: "3s"})
 	tl := watchTimeline(t, c)
 	from := time.Now()
 	hsm := kpemu.Faults{Refusal: kpemu.RefuseHSM, Routes: []string{"action_unwrap"}}
@@ -423,11 +449,7 @@ func TestKeyProtectInternalErrorLocksOnlyWhenItPersists(t *testing.T) {
 // transient failure that waited out the offline grace (an hour). It stays
 // an access refusal and locks after the confirmation window.
 func TestAccessRefusalStandsWhenIAMFailsTheRefresh(t *testing.T) {
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "root")
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, ConfirmWindow: "2s"})
-	c := b.Client()
-	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
+	k, _, b, c := startUnlocked(t, testenv.Options{Provision: true, ConfirmWindow: "2s"})
 	k.SetAPIKey(testenv.APIKey, true, false)
 	if err := k.SetFaults(kpemu.Faults{ErrorRate: 1, Routes: []string{"iam_token"}}); err != nil {
 		t.Fatal(err)
@@ -442,11 +464,7 @@ func TestAccessRefusalStandsWhenIAMFailsTheRefresh(t *testing.T) {
 // "Deactivated" (state 3) for a day; byokd read that as expired and kept
 // serving. It reads deleted: true and locks.
 func TestDeletedKeyThatReadsDeactivatedLocks(t *testing.T) {
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "root")
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true})
-	c := b.Client()
-	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
+	k, root, b, c := startUnlocked(t, testenv.Options{Provision: true})
 	if err := k.SetFaults(kpemu.Faults{DeletedAsDeactivated: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -469,11 +487,7 @@ func TestDeletedKeyThatReadsDeactivatedLocks(t *testing.T) {
 // and every later check then ran a proof unwrap. The version stored comes
 // from the unwrap answer, and checks stop unwrapping.
 func TestRotationDuringAnUnwrapIsNotProvedForever(t *testing.T) {
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "root")
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true})
-	c := b.Client()
-	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
+	k, root, b, c := startUnlocked(t, testenv.Options{Provision: true})
 	// Unwraps take 2 s: the proof that the first rotation causes is still
 	// in its unwrap when the second rotation lands.
 	if err := k.SetFaults(kpemu.Faults{Latency: kpemu.Duration(2 * time.Second), Routes: []string{"action_unwrap"}}); err != nil {
@@ -485,14 +499,7 @@ func TestRotationDuringAnUnwrapIsNotProvedForever(t *testing.T) {
 	rotate()
 	time.Sleep(1500 * time.Millisecond)
 	rotate()
-	var latest string
-	k.Do(t, "read", func(ctx context.Context, kc *kp.Client) error {
-		key, err := kc.GetKeyMetadata(ctx, root)
-		if err == nil {
-			latest = key.KeyVersion.ID
-		}
-		return err
-	})
+	latest := latestVersion(t, k, root)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st, err := c.Status(ctx(t), &pb.StatusRequest{})
@@ -513,10 +520,7 @@ func TestRotationDuringAnUnwrapIsNotProvedForever(t *testing.T) {
 	if n := k.Stats()["action_unwrap"].Requests - before; n != 0 {
 		t.Fatalf("%d unwraps in 5 s of checks after the rotations, want none before the next proof (1m)", n)
 	}
-	var rec struct {
-		KeyVersion string `json:"key_version"`
-	}
-	if err := json.Unmarshal(readFile(t, keyFile(b)), &rec); err != nil || rec.KeyVersion != latest {
-		t.Fatalf("dek.json key_version %q, want %s (%v)", rec.KeyVersion, latest, err)
+	if v := storedVersion(t, b); v != latest {
+		t.Fatalf("dek.json key_version %q, want %s", v, latest)
 	}
 }

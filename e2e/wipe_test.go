@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +15,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/node"
 	"github.com/byokd/byokd/agent/server"
@@ -43,13 +40,7 @@ func TestHungTPMFailsTheWipeTruthfullyAndNeverBlocksStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := testenv.Dir(t)
-	cfg := config.Default()
-	cfg.ClusterID = "tpm-cluster"
-	cfg.KeyProtect.URL, cfg.KeyProtect.IAMURL, cfg.KeyProtect.AllowInsecureHTTP = k.URL, k.URL, true
-	cfg.KeyProtect.InstanceID, cfg.KeyProtect.RootKeyID = testenv.InstanceID, root
-	cfg.KeyProtect.Timeout = config.Duration(3 * time.Second)
-	cfg.State.Dir, cfg.State.Provision = filepath.Join(dir, "state"), true
-	cfg.Poll.Interval, cfg.Poll.Jitter = config.Duration(time.Second), 0
+	cfg := k.NodeConfig(root, filepath.Join(dir, "state"), "tpm-cluster")
 	cfg.Socket.Modes = []string{"release"}
 	cfg.Ops.Listen = "127.0.0.1:0"
 	sock := filepath.Join(dir, "kp.sock")
@@ -57,7 +48,7 @@ func TestHungTPMFailsTheWipeTruthfullyAndNeverBlocksStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncWriter{}
+	logs := &lockedBuffer{}
 	cfg.Socket.AllowedUIDs = []int{0}
 	n, err := node.New(cfg, node.Deps{APIKey: testenv.APIKey, Sealer: sealer, Listener: l,
 		Log: slog.New(slog.NewJSONHandler(logs, nil))})
@@ -150,21 +141,4 @@ func waitNode(t *testing.T, n *node.Node, ok func(lock.Status) bool, d time.Dura
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

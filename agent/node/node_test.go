@@ -8,22 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/crypto/seal"
 	"github.com/byokd/byokd/internal/testenv"
 )
-
-func testConfig(k *testenv.KP, root, dir string) *config.Config {
-	c := config.Default()
-	c.ClusterID = "node-test"
-	c.KeyProtect.URL, c.KeyProtect.IAMURL, c.KeyProtect.AllowInsecureHTTP = k.URL, k.URL, true
-	c.KeyProtect.InstanceID, c.KeyProtect.RootKeyID = testenv.InstanceID, root
-	c.State.Dir, c.State.Provision = dir, true
-	c.Poll.Interval = config.Duration(time.Second)
-	c.Ops.Listen = ""
-	return c
-}
 
 // TestNodeUnlocksServesAndWipesAtStop builds a node below the process
 // against kpemu, runs it until it unlocks, stops it, and finds the key
@@ -36,7 +24,7 @@ func TestNodeUnlocksServesAndWipesAtStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	var transitions []lock.State
-	n, err := New(testConfig(k, root, t.TempDir()), Deps{APIKey: testenv.APIKey, Sealer: sealer,
+	n, err := New(k.NodeConfig(root, t.TempDir(), "node-test"), Deps{APIKey: testenv.APIKey, Sealer: sealer,
 		OnTransition: func(_, to lock.Status, _ lock.Event) { transitions = append(transitions, to.State) }})
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +72,7 @@ func TestNewFailsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(t.TempDir(), "nope")
-	_, err = New(testConfig(k, "root", missing), Deps{APIKey: testenv.APIKey, Sealer: sealer})
+	_, err = New(k.NodeConfig("root", missing, "node-test"), Deps{APIKey: testenv.APIKey, Sealer: sealer})
 	if err == nil || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("New with a missing state folder: %v", err)
 	}

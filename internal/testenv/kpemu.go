@@ -16,6 +16,7 @@ import (
 
 	kp "github.com/IBM/keyprotect-go-client"
 
+	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/kpemu"
 )
 
@@ -146,4 +147,20 @@ func (k *KP) token(hc *http.Client) string {
 		panic(fmt.Sprintf("kp client token: HTTP %d %v", resp.StatusCode, err))
 	}
 	return t.AccessToken
+}
+
+// NodeConfig is a byokd configuration for a node built in the test's
+// process (node.New) against this emulator: root key root, state in
+// stateDir, cluster clusterID, provision on, a 1 s poll without jitter,
+// no ops listener. Pass APIKey in node.Deps.
+func (k *KP) NodeConfig(root, stateDir, clusterID string) *config.Config {
+	c := config.Default()
+	c.ClusterID = clusterID
+	c.KeyProtect.URL, c.KeyProtect.IAMURL, c.KeyProtect.AllowInsecureHTTP = k.URL, k.URL, true
+	c.KeyProtect.InstanceID, c.KeyProtect.RootKeyID = InstanceID, root
+	c.KeyProtect.Timeout = config.Duration(3 * time.Second)
+	c.State.Dir, c.State.Provision = stateDir, true
+	c.Poll.Interval, c.Poll.Jitter = config.Duration(time.Second), 0
+	c.Ops.Listen = ""
+	return c
 }
