@@ -198,7 +198,8 @@ func TestTopFieldsSplitsAnObjectWithoutCopyingValues(t *testing.T) {
 	if &p[0] != &b[bytes.Index(b, []byte(`"c2V`))] {
 		t.Fatal("plaintext was copied")
 	}
-	for _, bad := range []string{``, `[]`, `{"a":1,"a":2}`, `{"a":1} x`, `{"a":}`, `{"a":1,}`, `{"a" 1}`, `{"a":"x}`, strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)} {
+	for _, bad := range []string{``, `[]`, `{"a":1,"a":2}`, `{"a":1} x`, `{"a":}`, `{"a":1,}`, `{"a" 1}`, `{"a":"x}`,
+		`{"a":A}`, `{"a":tru}`, `{"a":01}`, `{"a":1.}`, `{"a":-}`, `{"a":1e}`, `{"a":"\x"}`, `{"a":"\u12G4"}`, strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)} {
 		if _, err := topFields([]byte(bad)); err == nil {
 			t.Errorf("topFields(%q) accepted it", bad)
 		}
@@ -296,4 +297,43 @@ func TestRequestRefusesLineBreaksInHeaders(t *testing.T) {
 	if _, err := c.request("tok", "/p", nil); err == nil {
 		t.Fatal("a header value with a line break was sent")
 	}
+}
+
+// FuzzSecretAnswer feeds arbitrary bytes, as a server's answer, through
+// everything byokd's own code does with a key action's answer: HTTP
+// framing, the JSON split, and the key's decoding. Nothing may panic, and
+// a body is always inside the locked buffer.
+func FuzzSecretAnswer(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 66\r\n\r\n{\"plaintext\":\"" + base64.StdEncoding.EncodeToString(make([]byte, 32)) + "\",\"a\":[1]}"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n\r\n{\"metadata\":{\"collectionType\":\"application/vnd.ibm.kms.error+json\"}}"))
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		mem, err := secmem.New(4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mem.Destroy()
+		a, err := readAnswer(bytes.NewReader(wire), mem)
+		if err != nil {
+			return
+		}
+		if len(a.body) > 0 {
+			whole := mem.Bytes()
+			start := uintptr(unsafe.Pointer(&whole[0]))
+			p := uintptr(unsafe.Pointer(&a.body[0]))
+			if p < start || p+uintptr(len(a.body)) > start+uintptr(len(whole)) {
+				t.Fatal("the body is outside the locked buffer")
+			}
+		}
+		_ = newAPIError("unwrap", a.status, a.header, a.body, time.Now())
+		fields, err := topFields(a.body)
+		if err != nil {
+			return
+		}
+		if raw, ok := fields["plaintext"]; ok {
+			if dek, err := decodeSecret(raw); err == nil {
+				dek.Destroy()
+			}
+		}
+	})
 }
