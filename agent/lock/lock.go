@@ -47,9 +47,14 @@ const (
 	EvUnlocked Event = iota + 1
 	// EvCheckOK: Key Protect answered a check and the root key is usable.
 	EvCheckOK
-	// EvTransient: Key Protect could not be reached (network, 5xx, 429).
+	// EvTransient: Key Protect could not be reached (network, 5xx, 429,
+	// answers that are not Key Protect's), or refused in a way that is
+	// still being confirmed (401, 403, 422).
 	EvTransient
-	// EvAuthoritative: Key Protect said the root key may not be used.
+	// EvAuthoritative: the node must lock now: Key Protect said the root
+	// key may not be used, a refusal was confirmed, the stored key is
+	// another key or refused, or a local failure keeps the key from being
+	// served.
 	EvAuthoritative
 	// EvGraceExpired: Key Protect has been unreachable for longer than
 	// the offline grace.
@@ -188,9 +193,11 @@ func (m *Machine) Status() Status {
 }
 
 // Fire applies an event and returns the new status. Every subscriber hears
-// of a change. A lock first refuses key calls (the state is Locked at
-// once), then wipes the keys, then tells subscribers; a failed wipe is
-// returned, recorded in the status' WipeError, and leaves the node locked.
+// of a change. A lock refuses key calls and tells subscribers at once (the
+// plugin wipes its own keys on hearing it), then wipes the sealed keys; a
+// failed wipe is returned, recorded in the status' WipeError and published,
+// and the node stays locked. The transition hook runs after the wipe, so
+// it can say truthfully whether the keys are gone.
 func (m *Machine) Fire(ctx context.Context, ev Event, why Why) (Status, error) {
 	m.fire.Lock()
 	defer m.fire.Unlock()
@@ -213,30 +220,32 @@ func (m *Machine) Fire(ctx context.Context, ev Event, why Why) (Status, error) {
 		if to.State == Unlocked {
 			to.Reason, to.Cause, to.Action, to.Offered = "", "", "", ""
 		}
-	case to.State == from.State && from.State == Unlocked:
+	case to.State == from.State && (from.State == Unlocked || from.State == Locked && ev == EvTransient):
 		// A transient event that does not change the state changes
-		// nothing an operator reads.
+		// nothing an operator reads: an unlocked node stays healthy, a
+		// locked one keeps the reason it locked for.
 	default:
 		to.Reason, to.Cause, to.Action, to.Offered = why.Reason, why.Cause, why.Action, why.Offered
 	}
 	if to.State != Locked {
 		to.WipeError = ""
 	}
-	var werr error
-	if tr.wipe && m.hooks.Wipe != nil {
-		// Key calls see Locked from now on and are refused; keys go
-		// before anyone is told.
-		m.st.State, m.st.Since, m.st.Reason, m.st.Cause = to.State, to.Since, to.Reason, to.Cause
-		m.mu.Unlock()
-		werr = m.hooks.Wipe(ctx)
-		m.mu.Lock()
-		to.WipeError = ""
-		if werr != nil {
-			to.WipeError = werr.Error()
-		}
-	}
 	changed := m.setLocked(from, to)
 	m.mu.Unlock()
+	var werr error
+	if tr.wipe && m.hooks.Wipe != nil {
+		werr = m.hooks.Wipe(ctx)
+		m.mu.Lock()
+		wiped := m.st
+		wiped.Warnings = slices.Clone(m.st.Warnings)
+		wiped.WipeError = ""
+		if werr != nil {
+			wiped.WipeError = werr.Error()
+		}
+		m.setLocked(m.st, wiped)
+		to = wiped
+		m.mu.Unlock()
+	}
 	if changed && m.hooks.Transition != nil {
 		m.hooks.Transition(from, to, ev)
 	}

@@ -51,22 +51,41 @@ func TestTransitionTable(t *testing.T) {
 	}
 }
 
-func TestLockWipesBeforeSubscribersHear(t *testing.T) {
+// TestLockTellsSubscribersAtOnceThenWipes: subscribers hear LOCKED before
+// the wipe ends (key calls are refused from that moment, and the plugin
+// wipes its own keys on hearing it); the transition hook runs after the
+// wipe.
+func TestLockTellsSubscribersAtOnceThenWipes(t *testing.T) {
+	release := make(chan struct{})
 	var wiped atomic.Bool
-	m := New(Status{RootKeyID: "rk"}, Hooks{Wipe: func(context.Context) error { wiped.Store(true); return nil }})
+	var hookSawWiped atomic.Bool
+	m := New(Status{RootKeyID: "rk"}, Hooks{
+		Wipe: func(context.Context) error { <-release; wiped.Store(true); return nil },
+		Transition: func(_, to Status, _ Event) {
+			if to.State == Locked {
+				hookSawWiped.Store(wiped.Load())
+			}
+		},
+	})
 	sub := m.Subscribe()
 	defer sub.Cancel()
 	if st := <-sub.C; st.State != Starting {
 		t.Fatalf("first status %v", st.State)
 	}
-	m.Fire(context.Background(), EvUnlocked, Why{Reason: ""})
+	m.Fire(context.Background(), EvUnlocked, Why{})
 	if st := <-sub.C; st.State != Unlocked || st.Reason != "" || st.LastCheck.IsZero() {
 		t.Fatalf("after unlock: %+v", st)
 	}
-	m.Fire(context.Background(), EvAuthoritative, Why{Reason: "root key disabled"})
+	done := make(chan struct{})
+	go func() { m.Fire(context.Background(), EvAuthoritative, Why{Reason: "root key disabled"}); close(done) }()
 	st := <-sub.C
-	if st.State != Locked || st.Reason != "root key disabled" || !wiped.Load() {
-		t.Fatalf("after lock: %+v wiped=%v", st, wiped.Load())
+	if st.State != Locked || st.Reason != "root key disabled" || wiped.Load() {
+		t.Fatalf("subscribers heard %+v with wiped=%v, want LOCKED before the wipe ends", st, wiped.Load())
+	}
+	close(release)
+	<-done
+	if !hookSawWiped.Load() {
+		t.Fatal("the transition hook ran before the wipe ended")
 	}
 	// A new reason while locked is a change; the same one is not.
 	m.Fire(context.Background(), EvAuthoritative, Why{Reason: "root key deleted"})
@@ -74,6 +93,8 @@ func TestLockWipesBeforeSubscribersHear(t *testing.T) {
 		t.Fatalf("reason not updated: %+v", st)
 	}
 	m.Fire(context.Background(), EvAuthoritative, Why{Reason: "root key deleted"})
+	// A transient failure on a locked node keeps the reason it locked for.
+	m.Fire(context.Background(), EvTransient, Why{Reason: "Key Protect unreachable", Cause: "unreachable"})
 	select {
 	case st := <-sub.C:
 		t.Fatalf("unchanged status published: %+v", st)
