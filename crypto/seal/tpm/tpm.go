@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -82,6 +83,11 @@ type Sealer struct {
 	resetCount, restartCount uint32
 	void                     error // why the sealed key was lost, nil if it was not
 	closed                   bool
+
+	// revoked is set by Wipe before it waits for anything, and cleared by
+	// the next successful Seal: no Derive hands out a key in between, not
+	// even one that was waiting for a hung TPM when the node locked.
+	revoked atomic.Bool
 }
 
 var _ seal.Sealer = (*Sealer)(nil)
@@ -225,6 +231,7 @@ func (s *Sealer) Seal(ctx context.Context, dek []byte) error {
 	if err := s.sealLocked(ctx, dek); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
+	s.revoked.Store(false)
 	return nil
 }
 
@@ -385,6 +392,8 @@ func (s *Sealer) Derive(ctx context.Context, info []byte, out []byte) error {
 	switch {
 	case s.closed:
 		return fmt.Errorf("derive: %w", seal.ErrClosed)
+	case s.revoked.Load():
+		return fmt.Errorf("derive: %w", seal.ErrWiped)
 	case s.void != nil:
 		return fmt.Errorf("derive: %w: %w", seal.ErrReseal, s.void)
 	case s.obj == 0:
@@ -406,6 +415,10 @@ func (s *Sealer) Derive(ctx context.Context, info []byte, out []byte) error {
 	mac, err := first2B(rep.params)
 	if err != nil || len(mac) != seal.DEKSize {
 		return fmt.Errorf("derive: tpm2_hmac did not return a %d-byte digest", seal.DEKSize)
+	}
+	if s.revoked.Load() {
+		// Wiped while the TPM worked on this command.
+		return fmt.Errorf("derive: %w", seal.ErrWiped)
 	}
 	copy(out, mac)
 	return nil
@@ -490,6 +503,15 @@ func (s *Sealer) flush(h tpm2.TPMHandle) error {
 	return err
 }
 
+// wipeHostSecrets zeroes the auth value and the session key. Wipe calls it
+// without the semaphore, so as not to wait for a hung TPM: a command in
+// flight then fails its answer's check.
+func (s *Sealer) wipeHostSecrets() {
+	if mem := s.mem.Bytes(); mem != nil {
+		secmem.Wipe(mem[:cmdAt])
+	}
+}
+
 // Wipe forgets the auth value and the session key at once, then flushes
 // the sealed object and its session from the TPM; Derive returns
 // seal.ErrWiped until the next Seal. It waits for a command in flight and
@@ -498,6 +520,11 @@ func (s *Sealer) flush(h tpm2.TPMHandle) error {
 // failed; the kernel's resource manager flushes what is left when the
 // device is closed, and without the auth value the object cannot be used.
 func (s *Sealer) Wipe(ctx context.Context) error {
+	// Before waiting for a command in flight: no Derive may hand out a
+	// key from now on, and the host's secrets go at once. A command that
+	// is waiting for the TPM cannot check its answer without them.
+	s.revoked.Store(true)
+	s.wipeHostSecrets()
 	if err := s.lock(ctx); err != nil {
 		return fmt.Errorf("wipe: the tpm is busy with a command that does not end: %w", err)
 	}

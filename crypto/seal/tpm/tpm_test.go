@@ -556,6 +556,9 @@ func TestWipeOfAHungTPMFailsInsteadOfHanging(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("Wipe took %v with a 300ms context", d)
 	}
+	if host := s.mem.Bytes()[:cmdAt]; !bytes.Equal(host, make([]byte, cmdAt)) {
+		t.Fatal("the auth value and session key are still in memory after the failed wipe")
+	}
 	// A second wipe waits for the first one's flush, within its own ctx.
 	ctx2, cancel2 := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel2()
@@ -567,6 +570,47 @@ func TestWipeOfAHungTPMFailsInsteadOfHanging(t *testing.T) {
 	}
 	if err := s.Wipe(t.Context()); err != nil {
 		t.Fatalf("Wipe after the TPM answers again: %v", err)
+	}
+	var out [32]byte
+	if err := s.Derive(t.Context(), []byte("x"), out[:]); !errors.Is(err, seal.ErrWiped) {
+		t.Fatalf("Derive after the wipe: %v, want ErrWiped", err)
+	}
+}
+
+// TestWipeDuringAHungDeriveHandsOutNoKey: a Derive waits for a hung TPM
+// when the node locks. Wipe cannot take the TPM, but forgets the host's
+// secrets at once, and the Derive, once the TPM answers, returns no key.
+func TestWipeDuringAHungDeriveHandsOutNoKey(t *testing.T) {
+	s, sw := newSealer(t)
+	mustSeal(t, s, randomDEK(t))
+	if err := sw.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		out []byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		out := make([]byte, 32)
+		err := s.Derive(t.Context(), []byte("byokd/v1/c/t"), out)
+		got <- result{out, err}
+	}()
+	time.Sleep(100 * time.Millisecond) // the Derive is in the TPM
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if err := s.Wipe(ctx); err == nil {
+		t.Fatal("Wipe took a TPM that is busy with a hung command")
+	}
+	if host := s.mem.Bytes()[:cmdAt]; !bytes.Equal(host, make([]byte, cmdAt)) {
+		t.Fatal("the auth value and session key are still in memory after the failed wipe")
+	}
+	if err := sw.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err == nil {
+		t.Fatalf("the hung Derive handed out a key after the wipe: %x", r.out)
 	}
 	var out [32]byte
 	if err := s.Derive(t.Context(), []byte("x"), out[:]); !errors.Is(err, seal.ErrWiped) {
