@@ -243,40 +243,46 @@ func ValidKeyID(id string) error {
 }
 
 // dataKey derives the key id's data key into out, or says why it cannot.
-func (s *Server) dataKey(ctx context.Context, keyID string, out []byte) (uint32, error) {
+func (s *Server) dataKey(ctx context.Context, keyID string, out []byte) (uint32, string, error) {
 	if err := ValidKeyID(keyID); err != nil {
-		return 0, status.Error(codes.InvalidArgument, err.Error())
+		return 0, "", status.Error(codes.InvalidArgument, err.Error())
 	}
 	st := s.cfg.Machine.Status()
 	if !st.State.Serving() {
-		return 0, status.Error(codes.FailedPrecondition, "node "+strings.ToLower(st.State.String())+": "+st.Reason)
+		return 0, "", status.Error(codes.FailedPrecondition, "node "+strings.ToLower(st.State.String())+": "+st.Reason)
 	}
 	info, err := datakey.Info(s.cfg.ClusterID, keyID)
 	if err != nil {
-		return 0, status.Error(codes.InvalidArgument, err.Error())
+		return 0, "", status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := s.cfg.Keys.Derive(ctx, info, out); err != nil {
 		if errors.Is(err, seal.ErrReseal) {
 			if s.cfg.Reseal != nil {
 				s.cfg.Reseal()
 			}
-			return 0, status.Error(codes.Unavailable, "the sealed key is being re-derived; retry")
+			return 0, "", status.Error(codes.Unavailable, "the sealed key is being re-derived; retry")
 		}
 		if errors.Is(err, seal.ErrWiped) {
 			// Locked between the state check and the derivation.
 			st := s.cfg.Machine.Status()
-			return 0, status.Error(codes.FailedPrecondition, "node "+strings.ToLower(st.State.String())+": "+st.Reason)
+			return 0, "", status.Error(codes.FailedPrecondition, "node "+strings.ToLower(st.State.String())+": "+st.Reason)
 		}
 		s.cfg.Log.Error("derive data key", "err", err)
-		return 0, status.Error(codes.Unavailable, "sealer failed")
+		return 0, "", status.Error(codes.Unavailable, "sealer failed")
 	}
-	if now := s.cfg.Machine.Status(); now.Generation != st.Generation {
-		// The node locked and took another key while the key was
-		// derived: never label a key with another key's generation.
+	switch now := s.cfg.Machine.Status(); {
+	case !now.State.Serving():
+		// The node locked while the sealer worked (a TPM that hung
+		// through the lock): the key is not handed out.
 		clear(out)
-		return 0, status.Error(codes.Unavailable, "the node's key changed during the call; retry")
+		return 0, "", status.Error(codes.FailedPrecondition, "node "+strings.ToLower(now.State.String())+": "+now.Reason)
+	case now.Fingerprint != st.Fingerprint:
+		// The node locked and took another key while the key was
+		// derived: never label a key with another key's name.
+		clear(out)
+		return 0, "", status.Error(codes.Unavailable, "the node's key changed during the call; retry")
 	}
-	return st.Generation, nil
+	return st.Generation, st.Fingerprint, nil
 }
 
 // GetDataKey implements release mode.
@@ -285,13 +291,13 @@ func (s *Server) GetDataKey(ctx context.Context, req *pb.GetDataKeyRequest) (*pb
 		return nil, status.Error(codes.PermissionDenied, "release mode is not enabled in byokd's config")
 	}
 	key := make([]byte, block.KeySize)
-	gen, err := s.dataKey(ctx, req.GetKeyId(), key)
+	gen, fp, err := s.dataKey(ctx, req.GetKeyId(), key)
 	if err != nil {
 		return nil, err
 	}
 	// The response owns key until gRPC has marshalled it; it cannot be
 	// wiped here without racing the transport.
-	return &pb.GetDataKeyResponse{Key: key, Generation: gen}, nil
+	return &pb.GetDataKeyResponse{Key: key, Generation: gen, KeyFingerprint: fp}, nil
 }
 
 // Encrypt implements strict mode.
@@ -304,7 +310,7 @@ func (s *Server) Encrypt(ctx context.Context, req *pb.EncryptRequest) (*pb.Encry
 	}
 	var key [block.KeySize]byte
 	defer clear(key[:])
-	gen, err := s.dataKey(ctx, req.GetKeyId(), key[:])
+	gen, _, err := s.dataKey(ctx, req.GetKeyId(), key[:])
 	if err != nil {
 		return nil, err
 	}
@@ -325,7 +331,7 @@ func (s *Server) Decrypt(ctx context.Context, req *pb.DecryptRequest) (*pb.Decry
 	}
 	var key [block.KeySize]byte
 	defer clear(key[:])
-	if _, err := s.dataKey(ctx, req.GetKeyId(), key[:]); err != nil {
+	if _, _, err := s.dataKey(ctx, req.GetKeyId(), key[:]); err != nil {
 		return nil, err
 	}
 	pt, err := block.Open(nil, key[:], req.GetKeyId(), req.GetCiphertext(), req.GetAad())

@@ -54,15 +54,16 @@ type Provider struct {
 
 	mu      sync.RWMutex
 	blocked string // why keys may not be used; "" when byokd serves them
-	// gen is the generation of byokd's data encryption key this provider
-	// serves keys of, pinned by the first status or key that names one.
-	// byokd changes it only when an operator accepts another key; the
-	// provider then refuses every key until the database restarts.
-	gen     uint32
-	changed string // why keys are refused for good; "" while gen holds
-	entries map[int]*entry
-	next    int
-	slab    slab
+	// fingerprint names byokd's data encryption key this provider serves
+	// keys of, pinned by the first status or key that names one. byokd
+	// changes it only when an operator accepts another key; the provider
+	// then refuses every key until the database restarts.
+	fingerprint string
+	gen         uint32
+	changed     string // why keys are refused for good; "" while the key holds
+	entries     map[int]*entry
+	next        int
+	slab        slab
 }
 
 type entry struct {
@@ -133,7 +134,7 @@ func serving(s pb.State) bool { return s == pb.State_STATE_UNLOCKED || s == pb.S
 // setState applies a status from byokd: a lock wipes every cached key at
 // once; an unlock lets keys be fetched again on next use.
 func (p *Provider) setState(st *pb.StatusResponse) {
-	if why := p.pin(st.GetGeneration(), st.GetKeyFingerprint()); why != "" {
+	if why := p.pin(st.GetKeyFingerprint(), st.GetGeneration()); why != "" {
 		p.block(why)
 		return
 	}
@@ -156,23 +157,23 @@ func (p *Provider) setState(st *pb.StatusResponse) {
 	p.block(what)
 }
 
-// pin records the first key generation byokd names and returns why keys
-// are refused for good once byokd names another: data written under the
-// old key must never be mixed with the new one in one running database.
-func (p *Provider) pin(gen uint32, fingerprint string) string {
+// pin records the first key byokd names and returns why keys are refused
+// for good once byokd names another: data written under the old key must
+// never be mixed with the new one in one running database.
+func (p *Provider) pin(fingerprint string, gen uint32) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
 	case p.changed != "":
 		return p.changed
-	case gen == 0:
+	case fingerprint == "":
 		return ""
-	case p.gen == 0:
-		p.gen = gen
+	case p.fingerprint == "":
+		p.fingerprint, p.gen = fingerprint, gen
 		return ""
-	case gen != p.gen:
-		p.changed = fmt.Sprintf("byokd now serves data key generation %d (%s), not generation %d that this database opened with: "+
-			"an operator accepted another key; restart the database once that is intended", gen, fingerprint, p.gen)
+	case fingerprint != p.fingerprint:
+		p.changed = fmt.Sprintf("byokd now serves data key %s (generation %d), not %s (generation %d) that this database "+
+			"opened with: an operator accepted another key; restart the database once that is intended", fingerprint, gen, p.fingerprint, p.gen)
 		return p.changed
 	}
 	return ""
@@ -296,7 +297,7 @@ func (p *Provider) key(h int) ([]byte, uint32, error) {
 	if len(k) != block.KeySize {
 		return nil, 0, fmt.Errorf("byokd: data key of %d bytes", len(k))
 	}
-	if why := p.pin(r.GetGeneration(), ""); why != "" {
+	if why := p.pin(r.GetKeyFingerprint(), r.GetGeneration()); why != "" {
 		p.block(why)
 		return nil, 0, locked(why)
 	}

@@ -205,11 +205,23 @@ func TestAKeyOfAnotherGenerationIsRefusedUntilRestart(t *testing.T) {
 		t.Fatalf("accept-key: %s %s", out, errOut)
 	}
 	a.WaitState(t, a.Client(), pb.State_STATE_UNLOCKED, 5*time.Second)
-	time.Sleep(300 * time.Millisecond) // the Watch stream delivers the new status
 	for i, p := range providers {
-		_, err := p.Encrypt(1, []byte("page"), make([]byte, 4+block.Overhead))
-		if !errors.Is(err, ErrLocked) || !strings.Contains(fmt.Sprint(err), "generation 2") {
-			t.Fatalf("%s provider after the key changed: %v, want a refusal naming generation 2", []string{Release, Strict}[i], err)
+		// The refusal comes with the Watch stream's new status, or with
+		// the first data key of the new key, whichever is first.
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if _, err = p.Encrypt(1, []byte("page"), make([]byte, 4+block.Overhead)); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, ErrLocked) || !strings.Contains(fmt.Sprint(err), otherSt.GetKeyFingerprint()+" (generation 2)") {
+			t.Fatalf("%s provider after the key changed: %v, want a refusal naming the new key", []string{Release, Strict}[i], err)
+		}
+		// It stays refused: byokd serves keys again, but not this
+		// provider's.
+		time.Sleep(200 * time.Millisecond)
+		if _, err := p.Encrypt(1, []byte("page"), make([]byte, 4+block.Overhead)); !errors.Is(err, ErrLocked) {
+			t.Fatalf("%s provider serves again: %v", []string{Release, Strict}[i], err)
 		}
 	}
 	p, err := Open(a.Socket, Release)

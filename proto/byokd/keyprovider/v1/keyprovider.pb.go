@@ -147,14 +147,18 @@ type GetDataKeyResponse struct {
 	// key is the 32-byte AES-256 data key. The caller keeps it in locked
 	// memory and wipes it on STATE_LOCKED.
 	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// generation identifies the node data encryption key the data key was
-	// derived from: 1 for the first key the node served, one more each time
-	// an operator accepts another. It changes only with the key, so a plugin
-	// refuses a data key of another generation than the one it started
-	// with. Blocks record it.
-	Generation    uint32 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// generation counts the node data encryption keys the data key could
+	// have been derived from: 1 for the first key the node served, one more
+	// each time an operator accepts another key or gives one up
+	// (AcceptKey, ForgetKey). Blocks record it.
+	Generation uint32 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	// key_fingerprint names the node data encryption key the data key was
+	// derived from (as StatusResponse.key_fingerprint). It changes only with
+	// the key, so a plugin refuses a data key of another fingerprint than
+	// the one it started with.
+	KeyFingerprint string `protobuf:"bytes,3,opt,name=key_fingerprint,json=keyFingerprint,proto3" json:"key_fingerprint,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetDataKeyResponse) Reset() {
@@ -199,6 +203,13 @@ func (x *GetDataKeyResponse) GetGeneration() uint32 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *GetDataKeyResponse) GetKeyFingerprint() string {
+	if x != nil {
+		return x.KeyFingerprint
+	}
+	return ""
 }
 
 // EncryptRequest is a block to seal.
@@ -483,6 +494,8 @@ type StatusResponse struct {
 	Modes []string `protobuf:"bytes,8,rep,name=modes,proto3" json:"modes,omitempty"`
 	// generation is the current data encryption key generation (see
 	// GetDataKeyResponse.generation); 0 before the node has recorded a key.
+	// A node whose identity.json is lost records the key it unlocks next as
+	// generation 1 again: key_fingerprint, not generation, names the key.
 	Generation uint32 `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
 	// key_fingerprint names the data encryption key the node serves: the
 	// first 16 hex digits of HMAC-SHA256 under the key of a fixed label. It
@@ -915,12 +928,13 @@ const file_byokd_keyprovider_v1_keyprovider_proto_rawDesc = "" +
 	"\n" +
 	"&byokd/keyprovider/v1/keyprovider.proto\x12\x14byokd.keyprovider.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n" +
 	"\x11GetDataKeyRequest\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"F\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"o\n" +
 	"\x12GetDataKeyResponse\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x02 \x01(\rR\n" +
-	"generation\"W\n" +
+	"generation\x12'\n" +
+	"\x0fkey_fingerprint\x18\x03 \x01(\tR\x0ekeyFingerprint\"W\n" +
 	"\x0eEncryptRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
 	"\tplaintext\x18\x02 \x01(\fR\tplaintext\x12\x10\n" +

@@ -94,13 +94,13 @@ type KeyProviderServiceClient interface {
 	AcceptKey(ctx context.Context, in *AcceptKeyRequest, opts ...grpc.CallOption) (*AcceptKeyResponse, error)
 	// ForgetKey gives up the data encryption key a locked node served, named
 	// by its fingerprint, so that a node whose wrapped key is lost for good
-	// can provision a new one (or serve the key its wrapped key file now
-	// holds). Data written under the forgotten key stays unreadable. Callers
-	// and audit as for AcceptKey.
+	// (no wrapped key file in place) can provision a new one. Data written
+	// under the forgotten key stays unreadable. Callers and audit as for
+	// AcceptKey.
 	//
 	// Errors: PERMISSION_DENIED, INVALID_ARGUMENT (the fingerprint does not
-	// match), FAILED_PRECONDITION (the node serves keys, or has no key
-	// identity), UNAVAILABLE, DEADLINE_EXCEEDED.
+	// match), FAILED_PRECONDITION (the node serves keys, has no key identity,
+	// or a wrapped key file is in place), UNAVAILABLE, DEADLINE_EXCEEDED.
 	ForgetKey(ctx context.Context, in *ForgetKeyRequest, opts ...grpc.CallOption) (*ForgetKeyResponse, error)
 }
 
@@ -246,13 +246,13 @@ type KeyProviderServiceServer interface {
 	AcceptKey(context.Context, *AcceptKeyRequest) (*AcceptKeyResponse, error)
 	// ForgetKey gives up the data encryption key a locked node served, named
 	// by its fingerprint, so that a node whose wrapped key is lost for good
-	// can provision a new one (or serve the key its wrapped key file now
-	// holds). Data written under the forgotten key stays unreadable. Callers
-	// and audit as for AcceptKey.
+	// (no wrapped key file in place) can provision a new one. Data written
+	// under the forgotten key stays unreadable. Callers and audit as for
+	// AcceptKey.
 	//
 	// Errors: PERMISSION_DENIED, INVALID_ARGUMENT (the fingerprint does not
-	// match), FAILED_PRECONDITION (the node serves keys, or has no key
-	// identity), UNAVAILABLE, DEADLINE_EXCEEDED.
+	// match), FAILED_PRECONDITION (the node serves keys, has no key identity,
+	// or a wrapped key file is in place), UNAVAILABLE, DEADLINE_EXCEEDED.
 	ForgetKey(context.Context, *ForgetKeyRequest) (*ForgetKeyResponse, error)
 	mustEmbedUnimplementedKeyProviderServiceServer()
 }
