@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -95,15 +96,17 @@ type Manager struct {
 	version   string            // root key version of held's ciphertext
 	lastOK    time.Time         // last time Key Protect answered a round well
 	lastProof time.Time
-	sticky    *sticky // a lock only the key file or an operator clears
-	tried     string  // stamp of the wrapped key file the round used
-	confirm   map[keyprotect.Class]*refusal
+	sticky    *sticky  // a lock only the key file or an operator clears
+	tried     string   // stamp of the wrapped key file the round used
+	refusing  *refusal // refusals being confirmed; nil after any other answer
 
 	reseal atomic.Bool
 }
 
-// refusal tracks answers that lock only when they persist.
+// refusal tracks answers of one class that lock only when they persist:
+// every answer since first was one of them.
 type refusal struct {
+	class keyprotect.Class
 	first time.Time
 	count int
 }
@@ -133,7 +136,7 @@ func New(cfg Config) *Manager {
 	if cfg.WipeTimeout <= 0 {
 		cfg.WipeTimeout = 10 * time.Second
 	}
-	return &Manager{cfg: cfg, sem: make(chan struct{}, 1), kick: func() {}, confirm: map[keyprotect.Class]*refusal{}}
+	return &Manager{cfg: cfg, sem: make(chan struct{}, 1), kick: func() {}}
 }
 
 // AAD binds a wrapped key to its cluster. byokd always unwraps with the AAD
@@ -239,9 +242,14 @@ func (m *Manager) report(ctx context.Context, op string, err error) Result {
 	now := m.cfg.Clock.Now()
 	var le *localError
 	var se *stickyError
-	switch v := keyprotect.Classify(err); {
+	v := keyprotect.Classify(err)
+	if m.refusing != nil && m.refusing.class != v.Class {
+		// Any other answer ends a run of refusals: a refusal must
+		// persist, unbroken, over the whole window to lock.
+		m.refusing = nil
+	}
+	switch {
 	case err == nil:
-		clear(m.confirm)
 		m.lastOK = now
 		if m.cfg.Metrics != nil {
 			m.cfg.Metrics.Checked(now)
@@ -277,7 +285,6 @@ func (m *Manager) report(ctx context.Context, op string, err error) Result {
 		m.fire(ctx, lock.EvAuthoritative, lock.Why{Reason: s.reason, Cause: s.cause, Action: s.action})
 		return Result{Outcome: Locked}
 	case v.Class == keyprotect.KeyState:
-		clear(m.confirm)
 		m.cfg.Log.Warn("root key refused", "op", op, "reason", v.Reason, "err", err)
 		m.fire(ctx, lock.EvAuthoritative, lock.Why{Reason: v.Reason, Cause: v.Cause})
 		return Result{Outcome: Locked}
@@ -293,11 +300,10 @@ func (m *Manager) report(ctx context.Context, op string, err error) Result {
 // wrong region also produce on every node at once, or an internal error
 // of Key Protect.
 func (m *Manager) confirmRefusal(ctx context.Context, op string, v keyprotect.Verdict, err error, now time.Time) Result {
-	r := m.confirm[v.Class]
-	if r == nil {
-		r = &refusal{first: now}
-		m.confirm[v.Class] = r
+	if m.refusing == nil {
+		m.refusing = &refusal{class: v.Class, first: now}
 	}
+	r := m.refusing
 	r.count++
 	window := m.cfg.ConfirmWindow
 	deadline := r.first.Add(window)
@@ -313,6 +319,9 @@ func (m *Manager) confirmRefusal(ctx context.Context, op string, v keyprotect.Ve
 	}
 	reason := fmt.Sprintf("%s; locking at %s unless Key Protect answers (%s)",
 		v.Reason, deadline.UTC().Format(time.TimeOnly+" MST"), what)
+	if !m.cfg.Machine.Status().State.Serving() {
+		reason = fmt.Sprintf("%s (%s)", v.Reason, what)
+	}
 	return m.transient(ctx, op, keyprotect.Verdict{Class: v.Class, Reason: reason, Cause: v.Cause, RetryAfter: v.RetryAfter}, err, now, deadline)
 }
 
@@ -436,19 +445,41 @@ func (m *Manager) publishIdentity() {
 
 // load reads the stored wrapped key, writes it back from the key the node
 // holds when it went missing, or provisions one when allowed and the node
-// never served a key. fresh is set when it provisioned.
+// never served a key. fresh is set when it provisioned. A node that holds
+// a wrapped key (it serves, or served since it started) goes on with it
+// when the file is unusable or belongs to another root key, instance or
+// cluster, and warns: that file is never unwrapped, and byokd will not
+// start on it.
 func (m *Manager) load(ctx context.Context) (rec *wdek.Record, fresh *keyprotect.Wrapped, err error) {
 	rec, err = m.cfg.Store.Load()
+	if errors.Is(err, wdek.ErrNotExist) && m.held != nil {
+		switch err = m.cfg.Store.Create(m.held); {
+		case err == nil:
+			m.cfg.Log.Warn("the wrapped key file was missing; wrote it back from the wrapped key this node holds", "event", "audit",
+				"action", "restore-wrapped-key", "path", m.cfg.Store.Path(), "fingerprint", m.identity.Short())
+			rec = m.held
+		case errors.Is(err, wdek.ErrExists):
+			// Restored by an operator meanwhile: that file counts.
+			rec, err = m.cfg.Store.Load()
+		}
+	}
 	m.tried = stamp(rec, err)
 	switch {
-	case errors.Is(err, wdek.ErrNotExist) && m.held != nil:
-		if err := m.cfg.Store.Create(m.held); err != nil {
-			return nil, nil, local("wrapped-key-unusable", "the wrapped key file is missing and could not be written back", err)
-		}
-		m.cfg.Log.Warn("the wrapped key file was missing; wrote it back from the wrapped key this node holds", "event", "audit",
-			"action", "restore-wrapped-key", "path", m.cfg.Store.Path(), "fingerprint", m.identity.Short())
-		rec = m.held
-		m.tried = stamp(rec, nil)
+	case err == nil:
+		err = m.checkRecord(rec)
+	case !errors.Is(err, wdek.ErrNotExist):
+		err = local("wrapped-key-unusable", "wrapped key file unusable", err)
+	}
+	var le *localError
+	if errors.As(err, &le) && m.held != nil {
+		m.warnFile(fmt.Sprintf("%s: %s; serving from the wrapped key held in memory — fix or restore the file before byokd restarts, "+
+			"it will not start on it", le.reason, le.err))
+		return m.held, nil, nil
+	}
+	m.warnFile("")
+	switch {
+	case err == nil:
+		return rec, nil, nil
 	case errors.Is(err, wdek.ErrNotExist) && m.identity != nil:
 		return nil, nil, &stickyError{&sticky{
 			cause: "wrapped-key-missing",
@@ -462,20 +493,40 @@ func (m *Manager) load(ctx context.Context) (rec *wdek.Record, fresh *keyprotect
 		return nil, nil, local("wrapped-key-missing", "no wrapped key at "+m.cfg.Store.Path()+" and provision = false", err)
 	case errors.Is(err, wdek.ErrNotExist):
 		return m.provision(ctx)
-	case err != nil:
-		return nil, nil, local("wrapped-key-unusable", "wrapped key file unusable", err)
 	}
+	return nil, nil, err
+}
+
+// checkRecord refuses a wrapped key file of another root key, instance or
+// cluster, or bound to another cluster's AAD, and names a file that could
+// not be read.
+func (m *Manager) checkRecord(rec *wdek.Record) error {
 	if rec.RootKeyID != m.cfg.RootKeyID || rec.InstanceID != m.cfg.InstanceID || rec.ClusterID != m.cfg.ClusterID {
-		return nil, nil, local("wrapped-key-foreign", "wrapped key file belongs to another root key, instance or cluster",
+		return local("wrapped-key-foreign", "wrapped key file belongs to another root key, instance or cluster",
 			fmt.Errorf("%s holds root key %s, instance %s, cluster %s; config says %s, %s, %s",
 				m.cfg.Store.Path(), rec.RootKeyID, rec.InstanceID, rec.ClusterID, m.cfg.RootKeyID, m.cfg.InstanceID, m.cfg.ClusterID))
 	}
 	if want := AAD(m.cfg.ClusterID); !slices.Equal(rec.AAD, want) {
-		return nil, nil, local("wrapped-key-foreign", "wrapped key file is bound to another cluster",
+		return local("wrapped-key-foreign", "wrapped key file is bound to another cluster",
 			fmt.Errorf("%s says its aad is %q; cluster_id %q gives %q, which byokd always unwraps with", m.cfg.Store.Path(), rec.AAD, m.cfg.ClusterID, want))
 	}
-	return rec, nil, nil
+	return nil
 }
+
+// warnFile sets, or with "" clears, the warning about the wrapped key file.
+func (m *Manager) warnFile(w string) {
+	m.cfg.Machine.Update(func(s *lock.Status) {
+		s.Warnings = slices.DeleteFunc(s.Warnings, func(x string) bool { return strings.HasPrefix(x, warnFilePrefix) })
+		if w != "" {
+			s.Warnings = append(s.Warnings, warnFilePrefix+w)
+		}
+	})
+	if w != "" {
+		m.cfg.Log.Error("the wrapped key file is unusable; serving from memory", "path", m.cfg.Store.Path(), "warning", w)
+	}
+}
+
+const warnFilePrefix = "wrapped key file: "
 
 // provision has Key Protect create a DEK and stores it wrapped, before the
 // DEK is used for anything: a crash in between loses nothing.
@@ -562,8 +613,11 @@ func (m *Manager) verify(dek []byte) error {
 		// After an operator gave a key up, the next one gets the next
 		// generation, so a plugin that knew the old one sees the change.
 		gen := uint32(1)
-		if prev, err := m.cfg.Store.LoadPreviousIdentity(); err == nil && prev.ClusterID == m.cfg.ClusterID {
+		switch prev, err := m.cfg.Store.LoadPreviousIdentity(); {
+		case err == nil:
 			gen = prev.Generation + 1
+		case !errors.Is(err, wdek.ErrNotExist):
+			return local("identity-unusable", "the previous key identity file is unusable, so the next generation is unknown", err)
 		}
 		id := &wdek.KeyIdentity{Schema: wdek.Schema, Fingerprint: fp, Generation: gen, RootKeyID: m.cfg.RootKeyID,
 			InstanceID: m.cfg.InstanceID, ClusterID: m.cfg.ClusterID, Recorded: m.cfg.Clock.Now().UTC()}
@@ -623,9 +677,6 @@ func (m *Manager) unlock(ctx context.Context) error {
 		return err
 	}
 	rec, version := m.keep(rec, u, info.Version)
-	if fresh != nil {
-		version = fresh.KeyVersion
-	}
 	if err := m.cfg.Sealer.Seal(ctx, dek.Bytes()); err != nil {
 		return local("sealer", "seal the data encryption key", err)
 	}
@@ -675,6 +726,12 @@ func (m *Manager) keep(rec *wdek.Record, u *keyprotect.Unwrapped, metaVersion st
 // check reads the root key's metadata; a new key version means the root
 // key was rotated, and a proof unwrap then fetches the re-wrapped key.
 func (m *Manager) check(ctx context.Context) error {
+	if m.stampNow() != m.tried {
+		// dek.json went missing or changed since the last round: prove
+		// (and write back) now, not at the next proof.
+		m.cfg.Log.Info("the wrapped key file changed or went missing; proving the key now", "path", m.cfg.Store.Path())
+		return m.proof(ctx)
+	}
 	info, err := m.checkMetadata(ctx)
 	if err != nil {
 		return err

@@ -77,7 +77,7 @@ func (f *fakeKP) Unwrap(_ context.Context, ct string, aad []string) (*keyprotect
 	}
 	dek, ok := f.deks[ct]
 	if !ok || len(aad) != 2 {
-		return nil, &keyprotect.APIError{Op: "unwrap", Status: 400, KeyProtect: true, Code: "INVALID_FIELD_ERR"}
+		return nil, &keyprotect.APIError{Op: "unwrap", Status: 400, KeyProtect: true, Code: "INVALID_FIELD_ERR", Target: "ciphertext"}
 	}
 	buf, _ := secmem.New(32)
 	copy(buf.Bytes(), dek)
@@ -238,6 +238,10 @@ func TestAnotherKeyLocksUntilAnOperatorAccepts(t *testing.T) {
 	if _, err := r.m.AcceptKey(context.Background(), Operator{}, st.Offered, st.Fingerprint); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("accept with the fingerprints swapped: %v", err)
 	}
+	// forget-key cannot take the other key in without naming it.
+	if err := r.m.ForgetKey(context.Background(), Operator{}, st.Fingerprint); !errors.Is(err, ErrNotApplicable) {
+		t.Fatalf("forget-key with another node's dek.json in place: %v", err)
+	}
 	id, err := r.m.AcceptKey(context.Background(), Operator{UID: 0, PID: 1}, st.Fingerprint, st.Offered)
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +336,8 @@ func TestMissingKeyFileAtStartNeverProvisionsOverAServedKey(t *testing.T) {
 }
 
 // TestAADComesFromTheConfig: a file whose labels claim this cluster but
-// whose aad is another's is refused without unwrapping.
+// whose aad is another's is never unwrapped. A serving node goes on with
+// the wrapped key it holds and warns; at start it locks.
 func TestAADComesFromTheConfig(t *testing.T) {
 	r := newRig(t)
 	r.want(lock.Unlocked, "")
@@ -342,10 +347,74 @@ func TestAADComesFromTheConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	unwraps := r.kp.count("unwrap")
-	r.clock.Advance(11 * time.Minute)
+	r.clock.Advance(15 * time.Second)
+	r.want(lock.Unlocked, "")
+	if st := r.mach.Status(); len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0], "bound to another cluster") {
+		t.Fatalf("warnings %q", st.Warnings)
+	}
+	r.build()
 	r.want(lock.Locked, "wrapped-key-foreign")
-	if r.kp.count("unwrap") != unwraps {
-		t.Fatal("unwrapped a key bound to another cluster")
+	if n := r.kp.count("unwrap") - unwraps; n != 1 {
+		t.Fatalf("%d unwraps, want the serving node's one proof of the key it holds", n)
+	}
+}
+
+// TestChangedKeyFileIsProvedAtTheNextCheck: a dek.json swapped for another
+// node's is found at the next poll, not only at the next proof, and a
+// file that stays as it is costs no more unwraps.
+func TestChangedKeyFileIsProvedAtTheNextCheck(t *testing.T) {
+	r := newRig(t)
+	r.want(lock.Unlocked, "")
+	for range 3 {
+		r.clock.Advance(15 * time.Second)
+		r.want(lock.Unlocked, "")
+	}
+	if n := r.kp.count("unwrap"); n != 0 {
+		t.Fatalf("%d unwraps while the file stayed as it was, want none before the proof interval", n)
+	}
+	mine, _ := r.store.Load()
+	other := *mine
+	other.Ciphertext = r.kp.wrap(bytes.Repeat([]byte{0x44}, 32))
+	if err := r.store.Replace(&other); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(15 * time.Second)
+	r.want(lock.Locked, "key-changed")
+}
+
+// TestRetryAfterReachesTheScheduler: a 429's Retry-After is in the round's
+// Result.
+func TestRetryAfterReachesTheScheduler(t *testing.T) {
+	r := newRig(t)
+	r.want(lock.Unlocked, "")
+	r.kp.set(func(f *fakeKP) {
+		f.metaErr = &keyprotect.APIError{Op: "metadata", Status: 429, RetryAfter: 7 * time.Second}
+	})
+	r.clock.Advance(15 * time.Second)
+	if res := r.want(lock.Degraded, "rate-limited"); res.Outcome != Retry || res.RetryAfter != 7*time.Second {
+		t.Fatalf("result %+v, want a retry after 7s", res)
+	}
+}
+
+// TestARefusalRunBrokenByAnotherAnswerStartsOver: a 401, then only 503s
+// for minutes, then a 401 again: the refusal did not persist unbroken, so
+// the window starts over and the node does not lock on it.
+func TestARefusalRunBrokenByAnotherAnswerStartsOver(t *testing.T) {
+	r := newRig(t)
+	r.want(lock.Unlocked, "")
+	refuse := &keyprotect.APIError{Op: "metadata", Status: 401, KeyProtect: true}
+	down := &keyprotect.APIError{Op: "metadata", Status: 503}
+	r.kp.set(func(f *fakeKP) { f.metaErr = refuse })
+	r.want(lock.Degraded, "access-refused")
+	r.kp.set(func(f *fakeKP) { f.metaErr = down })
+	for range 5 {
+		r.clock.Advance(30 * time.Second)
+		r.want(lock.Degraded, "unavailable")
+	}
+	r.kp.set(func(f *fakeKP) { f.metaErr = refuse })
+	res := r.want(lock.Degraded, "access-refused")
+	if left := res.Deadline.Sub(r.clock.Now()); left != time.Minute {
+		t.Fatalf("a new run of refusals has %v left, want the whole 1m window", left)
 	}
 }
 

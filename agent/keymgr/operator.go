@@ -60,9 +60,10 @@ func (m *Manager) AcceptKey(ctx context.Context, who Operator, current, offered 
 
 // ForgetKey gives up the key the node served, named by its fingerprint, so
 // that a node whose wrapped key is lost for good may provision a new one
-// (with provision = true) or take the key now in the wrapped key file. The
-// data written under the forgotten key stays unreadable. It is refused
-// while the node serves.
+// (with provision = true). The data written under the forgotten key stays
+// unreadable. It is refused while the node serves, and while a wrapped key
+// file is in place: a file that holds another key is accept-key's, which
+// names both keys, and a damaged one is removed first.
 func (m *Manager) ForgetKey(ctx context.Context, who Operator, current string) error {
 	if err := m.acquire(ctx); err != nil {
 		return err
@@ -79,6 +80,10 @@ func (m *Manager) ForgetKey(ctx context.Context, who Operator, current string) e
 	}
 	if current != m.identity.Short() {
 		return fmt.Errorf("%w: the node's key is %s, not %s", ErrMismatch, m.identity.Short(), current)
+	}
+	if _, err := m.cfg.Store.Load(); !errors.Is(err, wdek.ErrNotExist) {
+		return fmt.Errorf("%w: %s is in place; forget-key is for a node whose wrapped key is lost. To serve the key that file "+
+			"holds, use accept-key; to give up a damaged one, remove it first", ErrNotApplicable, m.cfg.Store.Path())
 	}
 	if err := m.cfg.Store.RetireIdentity(); err != nil {
 		return fmt.Errorf("forget the key: %w", err)
