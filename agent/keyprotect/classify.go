@@ -76,11 +76,13 @@ type Verdict struct {
 }
 
 // rule is one row of the classification table: an HTTP status, and when
-// set a Key Protect reason code and the operation. Only answers in Key
-// Protect's error shape reach the table.
+// set a Key Protect reason code, the field it is about and the operation.
+// Answers in Key Protect's error shape reach the table; of the others only
+// 429 and 408, which mean the same whoever sends them.
 type rule struct {
 	status int
 	code   string // "" matches any code
+	target string // "" matches any target
 	op     string // "" matches any operation
 	class  Class
 	cause  string
@@ -92,19 +94,19 @@ type rule struct {
 // closed: an answer of Key Protect's we do not understand never keeps keys
 // in memory), a 5xx Transient.
 var table = []rule{
-	{http.StatusConflict, "KEY_ACTION_INVALID_STATE_ERR", "", KeyState, "key-disabled", "root key not active (disabled)"},
-	{http.StatusConflict, "REQ_TOO_EARLY_ERR", "", Transient, "too-early", "Key Protect asked to retry later (409 REQ_TOO_EARLY_ERR)"},
-	{http.StatusGone, "", "", KeyState, "key-deleted", "root key deleted"},
-	{http.StatusNotFound, "KEY_NOT_FOUND_ERR", "", KeyState, "key-not-found", "root key not found (purged, or not in this instance or key ring)"},
-	{http.StatusUnauthorized, "", "", Access, "access-refused", "Key Protect refused access (401)"},
-	{http.StatusForbidden, "FEATURE_RESTRICTED_ERR", "", Access, "access-refused", "Key Protect refused the request (403 FEATURE_RESTRICTED_ERR: an allowed-IP policy refuses IPv6 clients)"},
-	{http.StatusForbidden, "", "", Access, "access-refused", "Key Protect forbade the request (403)"},
-	{http.StatusUnprocessableEntity, "", "", Internal, "kp-internal-error", "Key Protect internal error (422 UNPROCESSABLE_CIPHERTEXT_ERR)"},
-	{http.StatusBadRequest, "INVALID_FIELD_ERR", "unwrap", Refused, "wrapped-key-refused", "the stored wrapped key was refused by the root key (another key's, another cluster's, or damaged)"},
-	{http.StatusBadRequest, "KEY_ROOT_REQ_ERR", "", KeyState, "key-not-root", "configured root key is a standard key"},
-	{http.StatusBadRequest, "KEY_EXPIRED_ERR", "", KeyState, "key-expired", "root key expired"},
-	{http.StatusTooManyRequests, "", "", Transient, "rate-limited", "Key Protect rate limit (429)"},
-	{http.StatusRequestTimeout, "", "", Transient, "timeout", "Key Protect request timeout (408)"},
+	{http.StatusConflict, "KEY_ACTION_INVALID_STATE_ERR", "", "", KeyState, "key-disabled", "root key not active (disabled)"},
+	{http.StatusConflict, "REQ_TOO_EARLY_ERR", "", "", Transient, "too-early", "Key Protect asked to retry later (409 REQ_TOO_EARLY_ERR)"},
+	{http.StatusGone, "", "", "", KeyState, "key-deleted", "root key deleted"},
+	{http.StatusNotFound, "KEY_NOT_FOUND_ERR", "", "", KeyState, "key-not-found", "root key not found (purged, or not in this instance or key ring)"},
+	{http.StatusUnauthorized, "", "", "", Access, "access-refused", "Key Protect refused access (401)"},
+	{http.StatusForbidden, "FEATURE_RESTRICTED_ERR", "", "", Access, "access-refused", "Key Protect refused the request (403 FEATURE_RESTRICTED_ERR: an allowed-IP policy refuses IPv6 clients)"},
+	{http.StatusForbidden, "", "", "", Access, "access-refused", "Key Protect forbade the request (403)"},
+	{http.StatusUnprocessableEntity, "", "", "", Internal, "kp-internal-error", "Key Protect internal error (422)"},
+	{http.StatusBadRequest, "INVALID_FIELD_ERR", "ciphertext", "unwrap", Refused, "wrapped-key-refused", "the stored wrapped key was refused by the root key (another key's, another cluster's, or damaged)"},
+	{http.StatusBadRequest, "KEY_ROOT_REQ_ERR", "", "", KeyState, "key-not-root", "configured root key is a standard key"},
+	{http.StatusBadRequest, "KEY_EXPIRED_ERR", "", "", KeyState, "key-expired", "root key expired"},
+	{http.StatusTooManyRequests, "", "", "", Transient, "rate-limited", "Key Protect rate limit (429)"},
+	{http.StatusRequestTimeout, "", "", "", Transient, "timeout", "Key Protect request timeout (408)"},
 }
 
 // accessCauses is what an operator reads when access refusals lock the
@@ -165,9 +167,9 @@ func classifyAnswer(ae *APIError) Verdict {
 		return Verdict{Class: Transient, Cause: "unavailable", Reason: fmt.Sprintf("Key Protect unavailable (%d)", ae.Status)}
 	}
 	if !ae.KeyProtect {
-		// A 429 or 408 means the same whoever sends it.
 		if ae.Status == http.StatusTooManyRequests || ae.Status == http.StatusRequestTimeout {
-			return fromRule(matchRule(ae))
+			r, _ := matchRule(ae)
+			return Verdict{Class: r.class, Cause: r.cause, Reason: r.reason}
 		}
 		what := ae.ContentType
 		if what == "" {
@@ -177,7 +179,7 @@ func classifyAnswer(ae *APIError) Verdict {
 			Reason: fmt.Sprintf("an answer that did not come from Key Protect (HTTP %d, %s): a proxy, load balancer or firewall in between", ae.Status, what)}
 	}
 	if r, ok := matchRule(ae); ok {
-		return fromRule(r, true)
+		return Verdict{Class: r.class, Cause: r.cause, Reason: r.reason}
 	}
 	if ae.Status >= 400 {
 		reason := fmt.Sprintf("Key Protect refused the request (%d", ae.Status)
@@ -191,18 +193,12 @@ func classifyAnswer(ae *APIError) Verdict {
 
 func matchRule(ae *APIError) (rule, bool) {
 	for _, r := range table {
-		if r.status == ae.Status && (r.code == "" || r.code == ae.Code) && (r.op == "" || r.op == ae.Op) {
+		if r.status == ae.Status && (r.code == "" || r.code == ae.Code) && (r.target == "" || r.target == ae.Target) &&
+			(r.op == "" || r.op == ae.Op) {
 			return r, true
 		}
 	}
 	return rule{}, false
-}
-
-func fromRule(r rule, ok bool) Verdict {
-	if !ok {
-		return Verdict{Class: Transient, Cause: "unexpected", Reason: "unexpected answer"}
-	}
-	return Verdict{Class: r.class, Cause: r.cause, Reason: r.reason}
 }
 
 // StateError reports a root key whose state forbids using it, as read from

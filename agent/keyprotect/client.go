@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -43,10 +44,13 @@ type Config struct {
 	APIKey     string
 	CAFile     string // optional PEM bundle for both endpoints
 	Timeout    time.Duration
+	// Log receives what the client cannot return as an error; nil
+	// discards it.
+	Log *slog.Logger
 }
 
-// Client calls Key Protect with a keep-alive transport of its own and IAM
-// tokens fetched through the same transport.
+// Client calls Key Protect: metadata and IAM tokens over a keep-alive
+// transport of its own, unwrap and wrap each on a connection of its own.
 type Client struct {
 	cfg    Config
 	base   *url.URL
@@ -55,6 +59,8 @@ type Client struct {
 	hc     *http.Client
 	tls    *tls.Config // for the calls that carry key material
 	proxy  func(*http.Request) (*url.URL, error)
+
+	wipeWarning sync.Once
 }
 
 // KeyInfo is what byokd needs from the root key's metadata.
@@ -72,9 +78,19 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
 	base, err := url.Parse(cfg.URL)
-	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
-		return nil, fmt.Errorf("key protect url %q: want http(s)://host[:port]", cfg.URL)
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || base.RawQuery != "" || base.Fragment != "" {
+		return nil, fmt.Errorf("key protect url %q: want http(s)://host[:port][/path]", cfg.URL)
+	}
+	// Unwrap and wrap tunnel through an HTTP proxy with CONNECT; say at
+	// start when the environment names another kind.
+	if p, err := http.ProxyFromEnvironment(&http.Request{URL: base}); err != nil {
+		return nil, fmt.Errorf("proxy for %s: %w", cfg.URL, err)
+	} else if p != nil && p.Scheme != "http" {
+		return nil, fmt.Errorf("proxy %s for %s: byokd reaches Key Protect through http:// proxies (CONNECT) only", p.Redacted(), cfg.URL)
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CAFile != "" {
@@ -227,6 +243,5 @@ func (c *Client) Close() {
 
 // actionPath is the path of a key action on the root key.
 func (c *Client) actionPath(action string) string {
-	p := strings.TrimRight(c.base.Path, "/") + "/api/v2/keys/" + url.PathEscape(c.cfg.RootKeyID) + "/actions/" + action
-	return p
+	return strings.TrimRight(c.base.EscapedPath(), "/") + "/api/v2/keys/" + url.PathEscape(c.cfg.RootKeyID) + "/actions/" + action
 }

@@ -228,6 +228,46 @@ func TestClassifyAgainstKeyProtect(t *testing.T) {
 	}
 }
 
+// TestClassifyAnswersByokdDoesNotProvoke: two rows byokd's own calls do
+// not bring about against kpemu — 409 REQ_TOO_EARLY_ERR and 400
+// KEY_EXPIRED_ERR — classified from the emulator's real answers, got
+// through the real client by acting as the customer.
+func TestClassifyAnswersByokdDoesNotProvoke(t *testing.T) {
+	k := testenv.StartKP(t, func(c *kpemu.Config) { c.ActionCooldown = 30 * time.Second })
+	classify := func(t *testing.T, err error) Verdict {
+		t.Helper()
+		var kerr *kp.Error
+		if !errors.As(err, &kerr) {
+			t.Fatalf("no Key Protect error: %v", err)
+		}
+		return Classify(newAPIError("metadata", kerr.StatusCode, http.Header{}, kerr.BodyContent, time.Now()))
+	}
+	root := k.RootKey(t, "early")
+	k.Do(t, "disable", func(ctx context.Context, kc *kp.Client) error { return kc.DisableKey(ctx, root) })
+	err := k.Client().EnableKey(tctx(t), root)
+	if v := classify(t, err); v.Class != Transient || v.Cause != "too-early" {
+		t.Fatalf("enable within the cooldown: %v → %v %q", err, v.Class, v.Cause)
+	}
+	var expiring string
+	k.Do(t, "create an expiring key", func(ctx context.Context, kc *kp.Client) error {
+		exp := time.Now().Add(time.Hour)
+		key, err := kc.CreateRootKey(ctx, "expiring", &exp)
+		if key != nil {
+			expiring = key.ID
+		}
+		return err
+	})
+	k.Do(t, "delete", func(ctx context.Context, kc *kp.Client) error {
+		_, err := kc.DeleteKey(ctx, expiring, kp.ReturnMinimal)
+		return err
+	})
+	k.AdvanceClock(2 * time.Hour)
+	_, err = k.Client().RestoreKey(tctx(t), expiring)
+	if v := classify(t, err); v.Class != KeyState || v.Cause != "key-expired" {
+		t.Fatalf("restore of an expired key: %v → %v %q", err, v.Class, v.Cause)
+	}
+}
+
 // TestAccessRefusalStandsWhenNoFreshTokenCanBeHad: a 401 is retried with a
 // fresh token; when IAM cannot give one, the answer is still Key Protect's
 // 401, never a transient failure.
@@ -259,7 +299,7 @@ func TestAccessRefusalStandsWhenNoFreshTokenCanBeHad(t *testing.T) {
 // Protect's is transient.
 func TestClassifyTable(t *testing.T) {
 	for _, r := range table {
-		ae := &APIError{Op: r.op, Status: r.status, Code: r.code, KeyProtect: true}
+		ae := &APIError{Op: r.op, Status: r.status, Code: r.code, Target: r.target, KeyProtect: true}
 		if ae.Op == "" {
 			ae.Op = "metadata"
 		}
@@ -286,7 +326,8 @@ func TestClassifyTable(t *testing.T) {
 		{errors.New("something odd"), Transient, "unexpected"},
 		{&APIError{Op: "metadata", Status: 418, KeyProtect: true}, KeyState, "refused-4xx"},
 		{&APIError{Op: "metadata", Status: 418}, Transient, "foreign-answer"},
-		{&APIError{Op: "unwrap", Status: 400, Code: "INVALID_FIELD_ERR", KeyProtect: true}, Refused, "wrapped-key-refused"},
+		{&APIError{Op: "unwrap", Status: 400, Code: "INVALID_FIELD_ERR", Target: "ciphertext", KeyProtect: true}, Refused, "wrapped-key-refused"},
+		{&APIError{Op: "unwrap", Status: 400, Code: "INVALID_FIELD_ERR", Target: "aad", KeyProtect: true}, KeyState, "refused-4xx"},
 		{&APIError{Op: "metadata", Status: 400, Code: "INVALID_FIELD_ERR", KeyProtect: true}, KeyState, "refused-4xx"},
 		{&APIError{Op: "metadata", Status: 404, Code: "NOT_FOUND_ERR", KeyProtect: true}, KeyState, "refused-4xx"},
 		{&APIError{Op: "metadata", Status: 404}, Transient, "foreign-answer"},

@@ -50,19 +50,25 @@ func (c *Client) exchange(ctx context.Context, token, path string, body []byte) 
 	if err != nil {
 		return nil, err
 	}
-	conn, err := c.dial(ctx)
+	raw, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
+	conn := raw
 	var tconn *tls.Conn
 	defer func() {
 		conn.Close()
 		if tconn != nil {
-			wipeTLSReadBuffers(tconn)
+			if err := wipeTLSReadBuffers(tconn); err != nil {
+				c.wipeWarning.Do(func() {
+					c.cfg.Log.Error("crypto/tls's record buffer could not be wiped: the clear data key may stay in the heap until reused",
+						"err", err)
+				})
+			}
 		}
 	}()
-	_ = conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	_ = raw.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if c.base.Scheme == "https" {
 		cfg := c.tls.Clone()
@@ -84,7 +90,7 @@ func (c *Client) exchange(ctx context.Context, token, path string, body []byte) 
 	if err != nil {
 		mem.Destroy()
 		if ctx.Err() != nil {
-			return nil, context.DeadlineExceeded
+			return nil, ctx.Err()
 		}
 		return nil, err
 	}
@@ -133,9 +139,6 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 	if proxy == nil {
 		return d.DialContext(ctx, "tcp", target)
 	}
-	if proxy.Scheme != "http" {
-		return nil, fmt.Errorf("proxy %s: only http:// proxies are supported for key actions", proxy.Redacted())
-	}
 	conn, err := d.DialContext(ctx, "tcp", hostPort(proxy))
 	if err != nil {
 		return nil, err
@@ -177,7 +180,7 @@ func connect(conn net.Conn, proxy *url.URL, target string) error {
 		head = append(head, one[0])
 	}
 	line, _, _ := strings.Cut(string(head), "\r\n")
-	if f := strings.Fields(line); len(f) < 2 || f[1] != "200" {
+	if f := strings.Fields(line); len(f) < 2 || len(f[1]) != 3 || f[1][0] != '2' {
 		return &net.OpError{Op: "proxy connect", Net: "tcp", Err: fmt.Errorf("proxy %s answered %q", proxy.Redacted(), clip(line, 80))}
 	}
 	return nil

@@ -40,14 +40,18 @@ func TestTLSReadBuffersAreWiped(t *testing.T) {
 	}
 	defer l.Close()
 	marker := []byte("MARKER-" + strings.Repeat("9c3e", 8))
-	go func() {
+	serve := func() {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
 		defer c.Close()
 		_, _ = c.Write(marker)
-	}()
+		// Hold the connection until the client closes it: a close_notify
+		// read after the marker would overwrite the record buffer's start.
+		_, _ = io.Copy(io.Discard, c)
+	}
+	go serve()
 	pem, _ := os.ReadFile(pki.CAFile)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
@@ -56,9 +60,9 @@ func TestTLSReadBuffersAreWiped(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, _ := io.ReadAll(conn)
-		if !bytes.Equal(got, marker) {
-			t.Fatalf("read %q", got)
+		got := make([]byte, len(marker))
+		if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, marker) {
+			t.Fatalf("read %q: %v", got, err)
 		}
 		conn.Close()
 		if !bytes.Contains(recordBuffer(t, conn), marker) {
@@ -70,14 +74,7 @@ func TestTLSReadBuffersAreWiped(t *testing.T) {
 		if buf := recordBuffer(t, conn); bytes.Contains(buf, marker[:8]) || len(bytes.Trim(buf, "\x00")) != 0 {
 			t.Fatalf("TLS %x: the record buffer still holds data after the wipe", v)
 		}
-		go func() {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			_, _ = c.Write(marker)
-		}()
+		go serve()
 	}
 }
 
@@ -296,6 +293,28 @@ func TestRequestRefusesLineBreaksInHeaders(t *testing.T) {
 	c := &Client{cfg: Config{InstanceID: "x\r\nEvil: 1"}, base: &url.URL{Scheme: "https", Host: "h"}}
 	if _, err := c.request("tok", "/p", nil); err == nil {
 		t.Fatal("a header value with a line break was sent")
+	}
+}
+
+// TestRequestLineKeepsTheURLPathEscaped: a Key Protect URL whose path
+// holds an escaped space or line break never breaks the request line.
+func TestRequestLineKeepsTheURLPathEscaped(t *testing.T) {
+	c, err := New(Config{URL: "https://kp.example/a%20b%0d%0aX-Evil:%201", RootKeyID: "k", InstanceID: "i"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := c.request("tok", c.actionPath("unwrap"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(req), "\r\n")
+	if want := "POST /a%20b%0d%0aX-Evil:%201/api/v2/keys/k/actions/unwrap HTTP/1.1"; line != want {
+		t.Fatalf("request line %q, want %q", line, want)
+	}
+	for _, bad := range []string{"https://kp.example/?q=1", "ftp://kp.example", "https://"} {
+		if _, err := New(Config{URL: bad}); err == nil {
+			t.Errorf("New accepted %q", bad)
+		}
 	}
 }
 

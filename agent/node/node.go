@@ -112,7 +112,7 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 		if n.kpc, err = keyprotect.New(keyprotect.Config{
 			URL: cfg.KeyProtect.URL, TokenURL: cfg.KeyProtect.TokenURL(), InstanceID: cfg.KeyProtect.InstanceID,
 			KeyRing: cfg.KeyProtect.KeyRing, RootKeyID: cfg.KeyProtect.RootKeyID, APIKey: apiKey,
-			CAFile: cfg.KeyProtect.CAFile, Timeout: time.Duration(cfg.KeyProtect.Timeout),
+			CAFile: cfg.KeyProtect.CAFile, Timeout: time.Duration(cfg.KeyProtect.Timeout), Log: log,
 		}); err != nil {
 			return nil, err
 		}
@@ -186,8 +186,6 @@ func (n *Node) transition(from, to lock.Status, runner *actions.Runner) {
 	case to.State == lock.Locked && to.WipeError != "":
 		n.log.Error("node locked, but the keys could NOT be wiped; key calls are refused and byokd retries the wipe",
 			append(attrs, "wipe_error", to.WipeError)...)
-	case to.State == lock.Locked && from.State == lock.Locked:
-		n.log.Info("node locked: keys wiped after an earlier failure", attrs...)
 	case to.State == lock.Locked:
 		n.log.Warn("node locked: keys wiped", attrs...)
 	case to.State == lock.Degraded:
