@@ -27,7 +27,7 @@ type KeyIdentity struct {
 	// lower-case hex digits: it names the key without revealing it.
 	Fingerprint string `json:"fingerprint"`
 	// Generation counts the keys this node has served: 1 for the first,
-	// one more each time an operator accepts another key.
+	// one more each time an operator accepts another key or gives one up.
 	Generation uint32    `json:"generation"`
 	RootKeyID  string    `json:"root_key_id"`
 	InstanceID string    `json:"instance_id"`

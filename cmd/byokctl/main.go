@@ -37,10 +37,12 @@ Commands:
   accept-key CURRENT OFFERED       serve the other data key byokd refused: its wrapped
                                    key file unwraps to OFFERED, not to CURRENT, the key
                                    the node served (both as status shows them). Data
-                                   written under CURRENT becomes unreadable. Root only.
+                                   written under CURRENT becomes unreadable. For root and
+                                   byokd's own user only.
   forget-key CURRENT               give up the key of a locked node whose wrapped key
-                                   is lost for good, so it can provision a new one.
-                                   Data written under CURRENT stays unreadable. Root only.
+                                   is lost for good (no dek.json in place), so it can
+                                   provision a new one. Data written under CURRENT stays
+                                   unreadable. For root and byokd's own user only.
   version                          print the version
 
 The socket defaults to .dev/keyprovider.sock when run inside a checkout where
