@@ -75,11 +75,15 @@ type Config struct {
 	// is never longer than OfflineGrace.
 	ConfirmWindow time.Duration
 	LockOnExpired bool
-	// WipeTimeout bounds a retried wipe (default 10 s).
+	// WipeTimeout bounds a wipe (default 10 s).
 	WipeTimeout time.Duration
-	Clock       clock.Clock
-	Log         *slog.Logger
-	Metrics     *metrics.Metrics
+	// RoundTimeout bounds a round's Key Protect calls and sealer work,
+	// wipes apart (default 1 min), so that a round that hangs ends with a
+	// transient failure rather than stopping the loop.
+	RoundTimeout time.Duration
+	Clock        clock.Clock
+	Log          *slog.Logger
+	Metrics      *metrics.Metrics
 }
 
 // Manager runs the key operations. Step runs one round; the operator
@@ -135,6 +139,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.WipeTimeout <= 0 {
 		cfg.WipeTimeout = 10 * time.Second
+	}
+	if cfg.RoundTimeout <= 0 {
+		cfg.RoundTimeout = time.Minute
 	}
 	return &Manager{cfg: cfg, sem: make(chan struct{}, 1), kick: func() {}}
 }
@@ -217,22 +224,24 @@ func (m *Manager) Step(ctx context.Context) Result {
 		m.cfg.Log.Info("the wrapped key file changed; trying it", "path", m.cfg.Store.Path())
 		m.sticky = nil
 	}
+	rctx, cancel := context.WithTimeout(ctx, m.cfg.RoundTimeout)
+	defer cancel()
 	var err error
 	var op string
 	switch {
 	case !st.State.Serving():
 		op = "unlock"
 		m.reseal.Store(false)
-		err = m.unlock(ctx)
+		err = m.unlock(rctx)
 	case m.reseal.Swap(false):
 		op = "reseal"
-		err = m.unlock(ctx)
+		err = m.unlock(rctx)
 	case m.cfg.Clock.Now().Sub(m.lastProof) >= m.cfg.ProofInterval:
 		op = "proof"
-		err = m.proof(ctx)
+		err = m.proof(rctx)
 	default:
 		op = "check"
-		err = m.check(ctx)
+		err = m.check(rctx)
 	}
 	return m.report(ctx, op, err)
 }

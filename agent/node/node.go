@@ -146,6 +146,7 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 		Provision: cfg.State.Provision, ProofInterval: time.Duration(cfg.Poll.ProofInterval),
 		OfflineGrace: time.Duration(cfg.Poll.OfflineGrace), ConfirmWindow: time.Duration(cfg.Poll.ConfirmWindow),
 		LockOnExpired: cfg.Poll.LockOnExpired, Clock: c, Log: log, Metrics: mt,
+		WipeTimeout: wipeTimeout, RoundTimeout: n.roundTimeout(),
 	})
 	n.hb.Beat()
 	n.Scheduler = keymgr.NewScheduler(n.Manager, keymgr.SchedulerConfig{
@@ -199,11 +200,20 @@ func (n *Node) transition(from, to lock.Status, runner *actions.Runner) {
 	}
 }
 
+// wipeTimeout bounds a wipe of the sealed keys.
+const wipeTimeout = 10 * time.Second
+
+// roundTimeout bounds a round of the key manager: three Key Protect calls
+// (a check that finds a rotation reads metadata, then proves with metadata
+// and an unwrap), each with its token.
+func (n *Node) roundTimeout() time.Duration { return 3 * time.Duration(n.cfg.KeyProtect.Timeout) }
+
 // MainLoopMaxAge is how long the key manager's loop may go without a beat
-// before the node counts as not alive: a round can take two Key Protect
-// calls.
+// before the node counts as not alive: the longest round, its wipes, and
+// some slack. At the default 10 s timeout that is 50 s, within the unit's
+// 60 s WatchdogSec.
 func (n *Node) MainLoopMaxAge() time.Duration {
-	return 2*time.Duration(n.cfg.KeyProtect.Timeout) + 10*time.Second
+	return n.roundTimeout() + 2*wipeTimeout
 }
 
 // Alive reports whether the key manager's loop beats.
