@@ -84,9 +84,9 @@ type Sealer struct {
 	void                     error // why the sealed key was lost, nil if it was not
 	closed                   bool
 
-	// revoked is set by Wipe before it waits for anything, and cleared by
-	// the next successful Seal: no Derive hands out a key in between, not
-	// even one that was waiting for a hung TPM when the node locked.
+	// revoked is set by a Wipe that finds a command hung in the TPM, and
+	// cleared by the next successful Seal: no Derive hands out a key in
+	// between, not even the one that was hung when the node locked.
 	revoked atomic.Bool
 }
 
@@ -503,6 +503,11 @@ func (s *Sealer) flush(h tpm2.TPMHandle) error {
 	return err
 }
 
+// hungAfter is how long Wipe waits for a command in flight before it
+// revokes the sealed key without the semaphore: a TPM answers a command in
+// milliseconds.
+const hungAfter = 100 * time.Millisecond
+
 // wipeHostSecrets zeroes the auth value and the session key. Wipe calls it
 // without the semaphore, so as not to wait for a hung TPM: a command in
 // flight then fails its answer's check.
@@ -512,21 +517,30 @@ func (s *Sealer) wipeHostSecrets() {
 	}
 }
 
-// Wipe forgets the auth value and the session key at once, then flushes
-// the sealed object and its session from the TPM; Derive returns
-// seal.ErrWiped until the next Seal. It waits for a command in flight and
+// Wipe forgets the auth value and the session key, then flushes the sealed
+// object and its session from the TPM; Derive returns seal.ErrWiped until
+// the next Seal. When a command in flight does not end within hungAfter,
+// the host's secrets go first, without waiting for it. It waits for a command in flight and
 // for the flushes only as long as ctx allows: a TPM that does not answer
 // makes Wipe fail, never hang. An error means the TPM was busy or a flush
 // failed; the kernel's resource manager flushes what is left when the
 // device is closed, and without the auth value the object cannot be used.
 func (s *Sealer) Wipe(ctx context.Context) error {
-	// Before waiting for a command in flight: no Derive may hand out a
-	// key from now on, and the host's secrets go at once. A command that
-	// is waiting for the TPM cannot check its answer without them.
-	s.revoked.Store(true)
-	s.wipeHostSecrets()
-	if err := s.lock(ctx); err != nil {
-		return fmt.Errorf("wipe: the tpm is busy with a command that does not end: %w", err)
+	select {
+	case s.sem <- struct{}{}:
+	case <-time.After(hungAfter):
+		// A command in flight does not end: no Derive may hand out a key
+		// from now on, and the host's secrets go without waiting. The
+		// command cannot check its answer without them.
+		s.revoked.Store(true)
+		s.wipeHostSecrets()
+		if err := s.lock(ctx); err != nil {
+			return fmt.Errorf("wipe: the tpm is busy with a command that does not end: %w", err)
+		}
+	case <-ctx.Done():
+		s.revoked.Store(true)
+		s.wipeHostSecrets()
+		return fmt.Errorf("wipe: the tpm is busy with a command that does not end: %w", ctx.Err())
 	}
 	done := make(chan error, 1)
 	go func() {
