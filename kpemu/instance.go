@@ -77,10 +77,7 @@ type instanceChange struct {
 }
 
 type putInstancePoliciesRequest struct {
-	Metadata *struct {
-		CollectionType  string `json:"collectionType"`
-		CollectionTotal int    `json:"collectionTotal"`
-	} `json:"metadata"`
+	Metadata  *requestMeta `json:"metadata"`
 	Resources []struct {
 		PolicyType string `json:"policy_type"`
 		PolicyData *struct {
@@ -113,14 +110,8 @@ func decodeInstancePolicies(body []byte, which string) ([]instanceChange, *apiEr
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, errBadBody(w, "the body is not valid JSON")
 	}
-	if req.Metadata == nil || req.Metadata.CollectionType == "" {
-		return nil, errBadBody(w, "CollectionMetadata is empty")
-	}
-	if req.Metadata.CollectionTotal != len(req.Resources) {
-		return nil, reasonErr(http.StatusBadRequest, w, "COLLECTION_TOTAL_MISMATCH_ERR", "Collection total does not match number of resources")
-	}
-	if len(req.Resources) == 0 {
-		return nil, errBadBody(w, "at least one policy is required")
+	if e := checkPolicyEnvelope(w, req.Metadata, len(req.Resources)); e != nil {
+		return nil, e
 	}
 	numErr := reasonErr(http.StatusBadRequest, w, "NUM_COLLECTION_RESOURCE_ERR",
 		"Only a single instance policy may be created per query parameter: Please pass single resource object")

@@ -178,11 +178,31 @@ func (s *Server) lookup(r *http.Request, idOrAlias, op string) (*key, *apiError)
 	return k, nil
 }
 
+// requestMeta is the metadata of a request body that carries a collection
+// of resources.
+type requestMeta struct {
+	CollectionType  string `json:"collectionType"`
+	CollectionTotal int    `json:"collectionTotal"`
+}
+
+// checkPolicyEnvelope is the check a PUT of key or instance policies
+// starts with: metadata present, its total matching the resources, and at
+// least one resource.
+func checkPolicyEnvelope(w string, meta *requestMeta, resources int) *apiError {
+	if meta == nil || meta.CollectionType == "" {
+		return errBadBody(w, "CollectionMetadata is empty")
+	}
+	if meta.CollectionTotal != resources {
+		return reasonErr(http.StatusBadRequest, w, "COLLECTION_TOTAL_MISMATCH_ERR", "Collection total does not match number of resources")
+	}
+	if resources == 0 {
+		return errBadBody(w, "at least one policy is required")
+	}
+	return nil
+}
+
 type createKeyRequest struct {
-	Metadata *struct {
-		CollectionType  string `json:"collectionType"`
-		CollectionTotal int    `json:"collectionTotal"`
-	} `json:"metadata"`
+	Metadata  *requestMeta        `json:"metadata"`
 	Resources []createKeyResource `json:"resources"`
 }
 

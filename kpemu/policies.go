@@ -131,10 +131,7 @@ func (s *Server) getKeyPolicies(r *http.Request, now time.Time) result {
 
 // putPoliciesRequest is the body keyprotect-go-client's Set*Policy sends.
 type putPoliciesRequest struct {
-	Metadata *struct {
-		CollectionType  string `json:"collectionType"`
-		CollectionTotal int    `json:"collectionTotal"`
-	} `json:"metadata"`
+	Metadata  *requestMeta `json:"metadata"`
 	Resources []struct {
 		Type     string `json:"type"`
 		Rotation *struct {
@@ -165,14 +162,8 @@ func decodeKeyPolicies(body []byte, which string) ([]policyChange, *apiError) {
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, errBadBody(w, "the body is not valid JSON")
 	}
-	if req.Metadata == nil || req.Metadata.CollectionType == "" {
-		return nil, errBadBody(w, "CollectionMetadata is empty")
-	}
-	if req.Metadata.CollectionTotal != len(req.Resources) {
-		return nil, reasonErr(http.StatusBadRequest, w, "COLLECTION_TOTAL_MISMATCH_ERR", "Collection total does not match number of resources")
-	}
-	if len(req.Resources) == 0 {
-		return nil, errBadBody(w, "at least one policy is required")
+	if e := checkPolicyEnvelope(w, req.Metadata, len(req.Resources)); e != nil {
+		return nil, e
 	}
 	if which != "" && len(req.Resources) > 1 {
 		return nil, reasonErr(http.StatusBadRequest, w, "NUM_COLLECTION_RESOURCE_ERR", "Only a single policy may be set per query parameter: Please pass single resource object")
