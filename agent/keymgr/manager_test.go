@@ -158,6 +158,23 @@ func (r *rig) build() {
 	r.m = New(r.cfg)
 }
 
+// swapCiphertext puts another ciphertext into the wrapped key file, as
+// another node's or a damaged dek.json would, and returns the record it
+// replaced.
+func (r *rig) swapCiphertext(ct string) *wdek.Record {
+	r.t.Helper()
+	mine, err := r.store.Load()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	other := *mine
+	other.Ciphertext = ct
+	if err := r.store.Replace(&other); err != nil {
+		r.t.Fatal(err)
+	}
+	return mine
+}
+
 func (r *rig) step() (Result, lock.Status) {
 	r.t.Helper()
 	res := r.m.Step(context.Background())
@@ -207,15 +224,7 @@ func TestProvisionRecordsTheKeyIdentityAndServesIt(t *testing.T) {
 func TestAnotherKeyLocksUntilAnOperatorAccepts(t *testing.T) {
 	r := newRig(t)
 	r.want(lock.Unlocked, "")
-	mine, _ := r.store.Load()
-	other := *mine
-	other.Ciphertext = r.kp.wrap(bytes.Repeat([]byte{0x42}, 32))
-	if err := os.Remove(r.store.Path()); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.store.Create(&other); err != nil {
-		t.Fatal(err)
-	}
+	r.swapCiphertext(r.kp.wrap(bytes.Repeat([]byte{0x42}, 32)))
 	r.clock.Advance(11 * time.Minute) // the next round is a proof
 	r.want(lock.Locked, "key-changed")
 	st := r.mach.Status()
@@ -264,12 +273,7 @@ func TestAnotherKeyLocksUntilAnOperatorAccepts(t *testing.T) {
 func TestRestoringTheOwnKeyFileUnlocks(t *testing.T) {
 	r := newRig(t)
 	r.want(lock.Unlocked, "")
-	mine, _ := r.store.Load()
-	other := *mine
-	other.Ciphertext = r.kp.wrap(bytes.Repeat([]byte{0x43}, 32))
-	if err := r.store.Replace(&other); err != nil {
-		t.Fatal(err)
-	}
+	mine := r.swapCiphertext(r.kp.wrap(bytes.Repeat([]byte{0x43}, 32)))
 	r.clock.Advance(11 * time.Minute)
 	r.want(lock.Locked, "key-changed")
 	if err := r.store.Replace(mine); err != nil {
@@ -372,12 +376,7 @@ func TestChangedKeyFileIsProvedAtTheNextCheck(t *testing.T) {
 	if n := r.kp.count("unwrap"); n != 0 {
 		t.Fatalf("%d unwraps while the file stayed as it was, want none before the proof interval", n)
 	}
-	mine, _ := r.store.Load()
-	other := *mine
-	other.Ciphertext = r.kp.wrap(bytes.Repeat([]byte{0x44}, 32))
-	if err := r.store.Replace(&other); err != nil {
-		t.Fatal(err)
-	}
+	r.swapCiphertext(r.kp.wrap(bytes.Repeat([]byte{0x44}, 32)))
 	r.clock.Advance(15 * time.Second)
 	r.want(lock.Locked, "key-changed")
 }
@@ -421,12 +420,7 @@ func TestARefusalRunBrokenByAnotherAnswerStartsOver(t *testing.T) {
 func TestRefusedWrappedKeyLocksUntilTheFileChanges(t *testing.T) {
 	r := newRig(t)
 	r.want(lock.Unlocked, "")
-	mine, _ := r.store.Load()
-	bad := *mine
-	bad.Ciphertext = "damaged"
-	if err := r.store.Replace(&bad); err != nil {
-		t.Fatal(err)
-	}
+	mine := r.swapCiphertext("damaged")
 	r.clock.Advance(11 * time.Minute)
 	r.want(lock.Locked, "wrapped-key-refused")
 	n := r.kp.count("unwrap")
