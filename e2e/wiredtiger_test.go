@@ -28,15 +28,23 @@ type wtEnv struct {
 	k     *testenv.KP
 	root  string
 	b     *testenv.Byokd
-	bins  string
+	wt    *testenv.WiredTiger
 	db    string
 	lib   string
 	cache string
 }
 
-func newWT(t *testing.T, socketExtra string) *wtEnv {
+// eachLine runs a test against every supported WiredTiger line.
+func eachLine(t *testing.T, f func(t *testing.T, line string)) {
+	for _, line := range testenv.WiredTigerLines {
+		t.Run("wt"+line, func(t *testing.T) { f(t, line) })
+	}
+}
+
+func newWT(t *testing.T, line, socketExtra string) *wtEnv {
 	t.Helper()
 	bins := testenv.Plugin(t)
+	wt := testenv.WiredTigerLine(t, line)
 	k := testenv.StartKP(t)
 	root := k.RootKey(t, "db-root")
 	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, SocketExtra: socketExtra})
@@ -46,7 +54,7 @@ func newWT(t *testing.T, socketExtra string) *wtEnv {
 		t.Fatal(err)
 	}
 	_ = os.Chmod(db, 0o777)
-	return &wtEnv{k: k, root: root, b: b, bins: bins, db: db, lib: filepath.Join(bins, "libbyokd-wiredtiger.so"), cache: "10MB"}
+	return &wtEnv{k: k, root: root, b: b, wt: wt, db: db, lib: filepath.Join(bins, "libbyokd-wiredtiger.so"), cache: "10MB"}
 }
 
 // config is the wiredtiger_open configuration with the byokd extension.
@@ -61,7 +69,7 @@ func (w *wtEnv) config(mode string, create bool) string {
 
 func (w *wtEnv) harness(t *testing.T, cred *syscall.Credential, config string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(w.bins, "harness"), append([]string{w.db, config}, args...)...)
+	cmd := w.wt.Command(w.wt.Harness, append([]string{w.db, config}, args...)...)
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
@@ -96,35 +104,37 @@ func noMarkerInFiles(t *testing.T, dir, marker string) {
 // back with the harness and with the wt utility. A database written in one
 // mode reads in the other: both use the same block format and keys.
 func TestWiredTigerEncryptsAtRest(t *testing.T) {
-	w := newWT(t, "")
-	const marker = "PLAINTEXT-MARKER-7f3a"
-	for i, mode := range []string{"release", "strict"} {
-		table := "table:rows_" + mode
-		out, err := w.harness(t, nil, w.config(mode, i == 0), "insert", table, "keyid_"+mode, "5000", marker)
-		if err != nil {
-			t.Fatalf("%s insert: %v\n%s", mode, err, out)
+	eachLine(t, func(t *testing.T, line string) {
+		w := newWT(t, line, "")
+		const marker = "PLAINTEXT-MARKER-7f3a"
+		for i, mode := range []string{"release", "strict"} {
+			table := "table:rows_" + mode
+			out, err := w.harness(t, nil, w.config(mode, i == 0), "insert", table, "keyid_"+mode, "5000", marker)
+			if err != nil {
+				t.Fatalf("%s insert: %v\n%s", mode, err, out)
+			}
+			if out, err := w.harness(t, nil, w.config(mode, false), "verify", table, "5000", marker); err != nil {
+				t.Fatalf("%s verify: %v\n%s", mode, err, out)
+			}
 		}
-		if out, err := w.harness(t, nil, w.config(mode, false), "verify", table, "5000", marker); err != nil {
-			t.Fatalf("%s verify: %v\n%s", mode, err, out)
+		noMarkerInFiles(t, w.db, marker)
+		// Release-mode rows read in strict mode and the other way round.
+		if out, err := w.harness(t, nil, w.config("strict", false), "verify", "table:rows_release", "5000", marker); err != nil {
+			t.Fatalf("cross-mode verify: %v\n%s", err, out)
 		}
-	}
-	noMarkerInFiles(t, w.db, marker)
-	// Release-mode rows read in strict mode and the other way round.
-	if out, err := w.harness(t, nil, w.config("strict", false), "verify", "table:rows_release", "5000", marker); err != nil {
-		t.Fatalf("cross-mode verify: %v\n%s", err, out)
-	}
-	if out, err := w.harness(t, nil, w.config("release", false), "verify", "table:rows_strict", "5000", marker); err != nil {
-		t.Fatalf("cross-mode verify: %v\n%s", err, out)
-	}
-	// The wt utility loads the plugin from the database's own config.
-	dump := exec.Command("wt", "-h", w.db, "-C", w.config("release", false), "dump", "table:rows_release")
-	out, err := dump.CombinedOutput()
-	if err != nil || strings.Count(string(out), marker) != 5000 {
-		t.Fatalf("wt dump: %v, %d rows with the marker\n%.2000s", err, strings.Count(string(out), marker), out)
-	}
-	if out, err := exec.Command("wt", "-h", w.db, "-C", w.config("release", false), "verify", "table:rows_release").CombinedOutput(); err != nil {
-		t.Fatalf("wt verify: %v\n%s", err, out)
-	}
+		if out, err := w.harness(t, nil, w.config("release", false), "verify", "table:rows_strict", "5000", marker); err != nil {
+			t.Fatalf("cross-mode verify: %v\n%s", err, out)
+		}
+		// The wt utility loads the plugin from the database's own config.
+		dump := w.wt.Command(w.wt.WT, "-h", w.db, "-C", w.config("release", false), "dump", "table:rows_release")
+		out, err := dump.CombinedOutput()
+		if err != nil || strings.Count(string(out), marker) != 5000 {
+			t.Fatalf("wt dump: %v, %d rows with the marker\n%.2000s", err, strings.Count(string(out), marker), out)
+		}
+		if out, err := w.wt.Command(w.wt.WT, "-h", w.db, "-C", w.config("release", false), "verify", "table:rows_release").CombinedOutput(); err != nil {
+			t.Fatalf("wt verify: %v\n%s", err, out)
+		}
+	})
 }
 
 // holder is a harness holding the database open.
@@ -155,7 +165,7 @@ func (b *lockedBuffer) String() string {
 
 func hold(t *testing.T, w *wtEnv, mode, table string) *holder {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(w.bins, "harness"), w.db, w.config(mode, false), "hold", table)
+	cmd := w.wt.Command(w.wt.Harness, w.db, w.config(mode, false), "hold", table)
 	in, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	log := &lockedBuffer{}
@@ -204,127 +214,133 @@ func (h *holder) do(t *testing.T, cmd string) string {
 // the database reopened, every committed row is there and nothing is
 // corrupt.
 func TestWiredTigerLocksWithByokd(t *testing.T) {
-	w := newWT(t, "")
-	w.cache = "1MB" // smaller than the table: a scan must read pages from disk
-	const marker = "LOCK-TEST-ROW"
-	if out, err := w.harness(t, nil, w.config("release", true), "insert", "table:t", "orders", "20000", marker); err != nil {
-		t.Fatalf("insert: %v\n%s", err, out)
-	}
-	disable := func() time.Time {
-		w.k.Do(t, "disable", func(ctx context.Context, c *kp.Client) error { return c.DisableKey(ctx, w.root) })
-		return time.Now()
-	}
-	enable := func() {
-		w.k.Do(t, "enable", func(ctx context.Context, c *kp.Client) error { return c.EnableKey(ctx, w.root) })
-		w.b.WaitState(t, w.b.Client(), pb.State_STATE_UNLOCKED, 3*time.Second)
-	}
-	// pollUntilErr repeats cmd until it fails, for at most poll interval + 1 s.
-	pollUntilErr := func(h *holder, since time.Time, cmd func(i int) string) string {
-		for i := 0; ; i++ {
-			r := h.do(t, cmd(i))
-			if strings.HasPrefix(r, "err") {
-				if d := time.Since(since); d > 2*time.Second {
-					t.Fatalf("failed only after %v", d)
+	eachLine(t, func(t *testing.T, line string) {
+		w := newWT(t, line, "")
+		w.cache = "1MB" // smaller than the table: a scan must read pages from disk
+		const marker = "LOCK-TEST-ROW"
+		if out, err := w.harness(t, nil, w.config("release", true), "insert", "table:t", "orders", "20000", marker); err != nil {
+			t.Fatalf("insert: %v\n%s", err, out)
+		}
+		disable := func() time.Time {
+			w.k.Do(t, "disable", func(ctx context.Context, c *kp.Client) error { return c.DisableKey(ctx, w.root) })
+			return time.Now()
+		}
+		enable := func() {
+			w.k.Do(t, "enable", func(ctx context.Context, c *kp.Client) error { return c.EnableKey(ctx, w.root) })
+			w.b.WaitState(t, w.b.Client(), pb.State_STATE_UNLOCKED, 3*time.Second)
+		}
+		// pollUntilErr repeats cmd until it fails, for at most poll interval + 1 s.
+		pollUntilErr := func(h *holder, since time.Time, cmd func(i int) string) string {
+			for i := 0; ; i++ {
+				r := h.do(t, cmd(i))
+				if strings.HasPrefix(r, "err") {
+					if d := time.Since(since); d > 2*time.Second {
+						t.Fatalf("failed only after %v", d)
+					}
+					t.Logf("%s failed %v after the disable", strings.Fields(cmd(i))[0], time.Since(since).Round(time.Millisecond))
+					return r
 				}
-				t.Logf("%s failed %v after the disable", strings.Fields(cmd(i))[0], time.Since(since).Round(time.Millisecond))
-				return r
+				if time.Since(since) > 2*time.Second {
+					t.Fatalf("still working 2 s after the disable: %s\n%s", r, h.log.String())
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
-			if time.Since(since) > 2*time.Second {
-				t.Fatalf("still working 2 s after the disable: %s\n%s", r, h.log.String())
-			}
-			time.Sleep(50 * time.Millisecond)
 		}
-	}
 
-	t.Run("writes fail", func(t *testing.T) {
-		h := hold(t, w, "release", "table:t")
-		if r := h.do(t, "insert 100000 10 "+marker); !strings.HasPrefix(r, "ok") {
-			t.Fatalf("insert while unlocked: %s", r)
-		}
-		if r := h.do(t, "checkpoint"); r != "ok checkpoint" {
-			t.Fatalf("checkpoint while unlocked: %s", r)
-		}
-		since := disable()
-		defer enable()
-		n := 200000
-		r := pollUntilErr(h, since, func(i int) string {
-			if i%2 == 0 {
-				n += 10
-				return fmt.Sprintf("insert %d 10 %s", n, marker)
+		t.Run("writes fail", func(t *testing.T) {
+			h := hold(t, w, "release", "table:t")
+			if r := h.do(t, "insert 100000 10 "+marker); !strings.HasPrefix(r, "ok") {
+				t.Fatalf("insert while unlocked: %s", r)
 			}
-			return "checkpoint"
+			if r := h.do(t, "checkpoint"); r != "ok checkpoint" {
+				t.Fatalf("checkpoint while unlocked: %s", r)
+			}
+			since := disable()
+			defer enable()
+			n := 200000
+			r := pollUntilErr(h, since, func(i int) string {
+				if i%2 == 0 {
+					n += 10
+					return fmt.Sprintf("insert %d 10 %s", n, marker)
+				}
+				return "checkpoint"
+			})
+			// WiredTiger reports the encryptor's message, then may panic the
+			// connection (it treats a block it cannot write or read as fatal):
+			// the database process must restart, and cannot while locked.
+			if !h.said(r, "byokd: node locked: root key disabled") {
+				t.Fatalf("the error does not say why: %s\n%s", r, h.log.String())
+			}
+			h.do(t, "quit")
 		})
-		// WiredTiger reports the encryptor's message, then may panic the
-		// connection (it treats a block it cannot write or read as fatal):
-		// the database process must restart, and cannot while locked.
-		if !h.said(r, "byokd: node locked: root key disabled") {
-			t.Fatalf("the error does not say why: %s\n%s", r, h.log.String())
+		t.Run("reads of uncached pages fail", func(t *testing.T) {
+			h := hold(t, w, "release", "table:t")
+			if r := h.do(t, "scan"); !strings.HasPrefix(r, "ok scanned") {
+				t.Fatalf("scan while unlocked: %s", r)
+			}
+			since := disable()
+			defer enable()
+			r := pollUntilErr(h, since, func(int) string { return "scan" })
+			if !h.said(r, "byokd: node locked: root key disabled") {
+				t.Fatalf("the error does not say why: %s\n%s", r, h.log.String())
+			}
+			h.do(t, "quit")
+		})
+		// Reopened: the 20,000 rows and the 10 checkpointed before the lock are
+		// there (with any checkpointed in the moments before byokd locked), every
+		// row reads back exactly, and wt verify finds nothing corrupt.
+		if out, err := w.harness(t, nil, w.config("release", false), "verify", "table:t", "+20010", marker); err != nil {
+			t.Fatalf("verify after the locks: %v\n%s", err, out)
 		}
-		h.do(t, "quit")
+		if out, err := w.wt.Command(w.wt.WT, "-h", w.db, "-C", w.config("release", false), "verify", "table:t").CombinedOutput(); err != nil {
+			t.Fatalf("wt verify: %v\n%s", err, out)
+		}
 	})
-	t.Run("reads of uncached pages fail", func(t *testing.T) {
-		h := hold(t, w, "release", "table:t")
-		if r := h.do(t, "scan"); !strings.HasPrefix(r, "ok scanned") {
-			t.Fatalf("scan while unlocked: %s", r)
-		}
-		since := disable()
-		defer enable()
-		r := pollUntilErr(h, since, func(int) string { return "scan" })
-		if !h.said(r, "byokd: node locked: root key disabled") {
-			t.Fatalf("the error does not say why: %s\n%s", r, h.log.String())
-		}
-		h.do(t, "quit")
-	})
-	// Reopened: the 20,000 rows and the 10 checkpointed before the lock are
-	// there (with any checkpointed in the moments before byokd locked), every
-	// row reads back exactly, and wt verify finds nothing corrupt.
-	if out, err := w.harness(t, nil, w.config("release", false), "verify", "table:t", "+20010", marker); err != nil {
-		t.Fatalf("verify after the locks: %v\n%s", err, out)
-	}
-	if out, err := exec.Command("wt", "-h", w.db, "-C", w.config("release", false), "verify", "table:t").CombinedOutput(); err != nil {
-		t.Fatalf("wt verify: %v\n%s", err, out)
-	}
 }
 
 // TestWiredTigerWithoutByokdDoesNotOpen: no byokd, no database — never a
 // silent fall back to plaintext.
 func TestWiredTigerWithoutByokdDoesNotOpen(t *testing.T) {
-	w := newWT(t, "")
-	if out, err := w.harness(t, nil, w.config("release", true), "insert", "table:t", "k", "10", "x"); err != nil {
-		t.Fatalf("insert: %v\n%s", err, out)
-	}
-	if err := w.b.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := w.harness(t, nil, w.config("release", false), "verify", "table:t", "10", "x")
-	if err == nil || !strings.Contains(out, "byokd: cannot reach byokd at "+w.b.Socket) {
-		t.Fatalf("opened without byokd: %v\n%s", err, out)
-	}
+	eachLine(t, func(t *testing.T, line string) {
+		w := newWT(t, line, "")
+		if out, err := w.harness(t, nil, w.config("release", true), "insert", "table:t", "k", "10", "x"); err != nil {
+			t.Fatalf("insert: %v\n%s", err, out)
+		}
+		if err := w.b.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		out, err := w.harness(t, nil, w.config("release", false), "verify", "table:t", "10", "x")
+		if err == nil || !strings.Contains(out, "byokd: cannot reach byokd at "+w.b.Socket) {
+			t.Fatalf("opened without byokd: %v\n%s", err, out)
+		}
+	})
 }
 
 // TestWiredTigerRefusesAProcessByokdDoesNotAllow: a database process whose
 // uid byokd does not allow cannot open the database.
 func TestWiredTigerRefusesAProcessByokdDoesNotAllow(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Fatal("needs root to run the database process as nobody (CI runs as root)")
-	}
-	w := newWT(t, "allow_world_access = true\n")
-	if err := os.Chmod(w.b.Socket, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := w.harness(t, nil, w.config("release", true), "insert", "table:t", "k", "10", "x"); err != nil {
-		t.Fatalf("insert as an allowed uid: %v\n%s", err, out)
-	}
-	_ = filepath.Walk(w.db, func(p string, fi os.FileInfo, err error) error {
-		if err == nil {
-			_ = os.Chmod(p, 0o777)
+	eachLine(t, func(t *testing.T, line string) {
+		if os.Getuid() != 0 {
+			t.Fatal("needs root to run the database process as nobody (CI runs as root)")
 		}
-		return nil
+		w := newWT(t, line, "allow_world_access = true\n")
+		if err := os.Chmod(w.b.Socket, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := w.harness(t, nil, w.config("release", true), "insert", "table:t", "k", "10", "x"); err != nil {
+			t.Fatalf("insert as an allowed uid: %v\n%s", err, out)
+		}
+		_ = filepath.Walk(w.db, func(p string, fi os.FileInfo, err error) error {
+			if err == nil {
+				_ = os.Chmod(p, 0o777)
+			}
+			return nil
+		})
+		out, err := w.harness(t, &syscall.Credential{Uid: 65534, Gid: 65534}, w.config("release", false), "verify", "table:t", "10", "x")
+		if err == nil || !strings.Contains(out, "caller not allowed") {
+			t.Fatalf("nobody opened the database: %v\n%s", err, out)
+		}
 	})
-	out, err := w.harness(t, &syscall.Credential{Uid: 65534, Gid: 65534}, w.config("release", false), "verify", "table:t", "10", "x")
-	if err == nil || !strings.Contains(out, "caller not allowed") {
-		t.Fatalf("nobody opened the database: %v\n%s", err, out)
-	}
 }
 
 // TestWiredTigerKilledWriterLosesNoCommittedRow kills a writer (with the
@@ -332,44 +348,46 @@ func TestWiredTigerRefusesAProcessByokdDoesNotAllow(t *testing.T) {
 // checkpoints: after each kill the database reopens and every row reported
 // committed reads back, unchanged.
 func TestWiredTigerKilledWriterLosesNoCommittedRow(t *testing.T) {
-	w := newWT(t, "")
-	const marker = "CRASH-ROW"
-	runs := crashRuns() / 4
-	if runs < 3 {
-		runs = 3
-	}
-	cfg := func(create bool) string {
-		return w.config("release", create) + ",log=(enabled=true),transaction_sync=(enabled=true,method=none),checkpoint=(wait=1)"
-	}
-	committed := 0
-	for i := 0; i < runs; i++ {
-		cmd := exec.Command(filepath.Join(w.bins, "harness"), w.db, cfg(i == 0), "insert", "table:t", "rows", "1000000", marker)
-		cmd.Env = append(os.Environ(), "HARNESS_PROGRESS=1")
-		// Each run inserts from 0 again: rows already there are rewritten
-		// with the same value, so the count to verify is the highest seen.
-		out, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+	eachLine(t, func(t *testing.T, line string) {
+		w := newWT(t, line, "")
+		const marker = "CRASH-ROW"
+		runs := crashRuns() / 4
+		if runs < 3 {
+			runs = 3
 		}
-		sc := bufio.NewScanner(out)
-		killAt := 3000 + rand.IntN(20000)
-		n := 0
-		for sc.Scan() {
-			if c, ok := strings.CutPrefix(sc.Text(), "committed "); ok {
-				n, _ = strconv.Atoi(c)
-				if n >= killAt {
-					break
+		cfg := func(create bool) string {
+			return w.config("release", create) + ",log=(enabled=true),transaction_sync=(enabled=true,method=none),checkpoint=(wait=1)"
+		}
+		committed := 0
+		for i := 0; i < runs; i++ {
+			cmd := w.wt.Command(w.wt.Harness, w.db, cfg(i == 0), "insert", "table:t", "rows", "1000000", marker)
+			cmd.Env = append(cmd.Environ(), "HARNESS_PROGRESS=1")
+			// Each run inserts from 0 again: rows already there are rewritten
+			// with the same value, so the count to verify is the highest seen.
+			out, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(out)
+			killAt := 3000 + rand.IntN(20000)
+			n := 0
+			for sc.Scan() {
+				if c, ok := strings.CutPrefix(sc.Text(), "committed "); ok {
+					n, _ = strconv.Atoi(c)
+					if n >= killAt {
+						break
+					}
 				}
 			}
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			committed = max(committed, n)
+			if out, err := w.harness(t, nil, cfg(false), "verify", "table:t", fmt.Sprintf("+%d", committed), marker); err != nil {
+				t.Fatalf("run %d: after a kill at %d committed rows: %v\n%s", i, n, err, out)
+			}
 		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		committed = max(committed, n)
-		if out, err := w.harness(t, nil, cfg(false), "verify", "table:t", fmt.Sprintf("+%d", committed), marker); err != nil {
-			t.Fatalf("run %d: after a kill at %d committed rows: %v\n%s", i, n, err, out)
+		if out, err := w.wt.Command(w.wt.WT, "-h", w.db, "-C", cfg(false), "verify", "table:t").CombinedOutput(); err != nil {
+			t.Fatalf("wt verify: %v\n%s", err, out)
 		}
-	}
-	if out, err := exec.Command("wt", "-h", w.db, "-C", cfg(false), "verify", "table:t").CombinedOutput(); err != nil {
-		t.Fatalf("wt verify: %v\n%s", err, out)
-	}
+	})
 }

@@ -1,13 +1,30 @@
-// The WiredTiger side of the byokd encryptor: fills WT_ENCRYPTOR with static
-// callbacks that call the exported Go functions, reads the extension's and
-// each table's configuration, and reports errors through WiredTiger.
+// The WiredTiger side of the byokd encryptor: finds which WiredTiger loaded
+// it, fills WT_ENCRYPTOR with static callbacks that call the exported Go
+// functions, reads the extension's and each table's configuration, and
+// reports errors through WiredTiger.
+//
+// It is compiled against any supported wiredtiger.h (Debian's 3.2.1): the
+// only part of WiredTiger's interface that differs between the supported
+// lines, WT_CONNECTION's method table, is reached through layout.h.
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <wiredtiger.h>
 #include <wiredtiger_ext.h>
 
 #include "_cgo_export.h"
+#include "layout.h"
+
+#define SLOT(n) ((n) * sizeof(void *))
+_Static_assert(offsetof(WT_EXTENSION_API, conn) == SLOT(BYOKD_WT_EXT_API_CONN), "WT_EXTENSION_API.conn");
+_Static_assert(offsetof(WT_EXTENSION_API, err_printf) == SLOT(BYOKD_WT_EXT_API_ERR_PRINTF), "WT_EXTENSION_API.err_printf");
+_Static_assert(offsetof(WT_EXTENSION_API, config_get) == SLOT(BYOKD_WT_EXT_API_CONFIG_GET), "WT_EXTENSION_API.config_get");
+_Static_assert(sizeof(WT_ENCRYPTOR) == SLOT(BYOKD_WT_ENCRYPTOR_SLOTS), "WT_ENCRYPTOR");
 
 typedef struct {
 	WT_ENCRYPTOR enc; // first: WiredTiger hands back a WT_ENCRYPTOR *
@@ -103,12 +120,125 @@ static void item(WT_EXTENSION_API *api, WT_CONFIG_ARG *config, const char *key, 
 	out[v.len] = '\0';
 }
 
+static const struct byokd_wt_line lines[] = {BYOKD_WT_LINES};
+#define NLINES (sizeof(lines) / sizeof(lines[0]))
+
+// supported lists the supported lines for messages: "3.2, 11.2 (mongod 7.0), ...".
+static void supported(char *buf, size_t n) {
+	size_t off = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < NLINES && off < n; i++) {
+		off += (size_t)snprintf(buf + off, n - off, "%s%d.%d (%s)", i ? ", " : "", lines[i].major, lines[i].minor, lines[i].use);
+	}
+}
+
+struct scan {
+	const char *self;
+	int n, major, minor, patch, ambiguous;
+};
+
+// scan_object looks for WiredTiger's version string ("WiredTiger 11.3.0: (")
+// in the read-only segments of a loaded object other than this library.
+static int scan_object(struct dl_phdr_info *info, size_t size, void *arg) {
+	static const char pfx[] = "WiredTiger ";
+	struct scan *s = arg;
+	(void)size;
+	if (s->self != NULL && info->dlpi_name != NULL && strcmp(info->dlpi_name, s->self) == 0)
+		return 0;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W) || !(ph->p_flags & PF_R))
+			continue;
+		const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_filesz;
+		while (p < end && (p = memmem(p, (size_t)(end - p), pfx, sizeof(pfx) - 1)) != NULL) {
+			int major, minor, patch, used = 0;
+			p += sizeof(pfx) - 1;
+			char tail[32];
+			size_t k = (size_t)(end - p) < sizeof(tail) - 1 ? (size_t)(end - p) : sizeof(tail) - 1;
+			memcpy(tail, p, k);
+			tail[k] = '\0';
+			if (sscanf(tail, "%d.%d.%d: (%n", &major, &minor, &patch, &used) != 3 || used == 0)
+				continue;
+			if (s->n > 0 && (major != s->major || minor != s->minor || patch != s->patch))
+				s->ambiguous = 1;
+			s->n++;
+			s->major = major, s->minor = minor, s->patch = patch;
+		}
+	}
+	return 0;
+}
+
+typedef const char *(*version_fn)(int *, int *, int *);
+
+// loaded_version finds which WiredTiger this library was loaded into: its
+// wiredtiger_version when the process exports it (libwiredtiger.so does),
+// else the one version string in the loaded objects (a database that links
+// WiredTiger statically). It returns 0 when it cannot tell.
+static int loaded_version(int *major, int *minor, int *patch, const char **how) {
+	Dl_info self;
+	version_fn f = (version_fn)dlsym(RTLD_DEFAULT, "wiredtiger_version");
+	if (f != NULL) {
+		(void)f(major, minor, patch);
+		*how = "wiredtiger_version";
+		return 1;
+	}
+	struct scan s = {0};
+	if (dladdr((void *)loaded_version, &self) != 0)
+		s.self = self.dli_fname;
+	(void)dl_iterate_phdr(scan_object, &s);
+	if (s.n == 0 || s.ambiguous)
+		return 0;
+	*major = s.major, *minor = s.minor, *patch = s.patch;
+	*how = "its version string";
+	return 1;
+}
+
+typedef WT_EXTENSION_API *(*get_extension_api_fn)(WT_CONNECTION *);
+typedef int (*add_encryptor_fn)(WT_CONNECTION *, const char *, WT_ENCRYPTOR *, const char *);
+
+static void *method(WT_CONNECTION *connection, int slot) {
+	void *fn;
+	memcpy(&fn, (char *)connection + SLOT((size_t)slot), sizeof(fn));
+	return fn;
+}
+
 // wiredtiger_extension_init is called when WiredTiger loads the library:
 // extensions=[/usr/lib/byokd/libbyokd-wiredtiger.so=(config="socket=...,mode=release")].
+// Loaded into a WiredTiger line it does not know, it registers nothing and
+// fails the open, saying so on stderr (WiredTiger's own error reporting is
+// reached through the very table whose layout is unknown).
 int wiredtiger_extension_init(WT_CONNECTION *connection, WT_CONFIG_ARG *config) {
-	WT_EXTENSION_API *api = connection->get_extension_api(connection);
-	char socket[4096], mode[64], msg[ERRLEN] = "";
-	int ret;
+	const struct byokd_wt_line *line = NULL;
+	const char *how = "";
+	char socket[4096], mode[64], msg[ERRLEN] = "", list[256];
+	int major = 0, minor = 0, patch = 0, ret;
+
+	supported(list, sizeof(list));
+	if (!loaded_version(&major, &minor, &patch, &how)) {
+		fprintf(stderr,
+		    "byokd: libbyokd-wiredtiger.so cannot tell which WiredTiger loaded it (no wiredtiger_version, no single "
+		    "version string): not registering the byokd encryptor; it supports WiredTiger %s\n",
+		    list);
+		return ENOTSUP;
+	}
+	for (size_t i = 0; i < NLINES; i++)
+		if (lines[i].major == major && lines[i].minor == minor)
+			line = &lines[i];
+	if (line == NULL) {
+		fprintf(stderr,
+		    "byokd: libbyokd-wiredtiger.so supports WiredTiger %s; it was loaded into WiredTiger %d.%d.%d (from %s): "
+		    "not registering the byokd encryptor\n",
+		    list, major, minor, patch, how);
+		return ENOTSUP;
+	}
+	WT_EXTENSION_API *api = ((get_extension_api_fn)method(connection, line->get_extension_api))(connection);
+	if (api == NULL || api->conn != connection) {
+		fprintf(stderr,
+		    "byokd: WiredTiger %d.%d.%d did not answer get_extension_api as WiredTiger %d.%d does: not registering "
+		    "the byokd encryptor\n",
+		    major, minor, patch, line->major, line->minor);
+		return ENOTSUP;
+	}
 
 	registered.api = api;
 	item(api, config, "socket", socket, sizeof(socket));
@@ -117,5 +247,5 @@ int wiredtiger_extension_init(WT_CONNECTION *connection, WT_CONFIG_ARG *config) 
 		(void)api->err_printf(api, NULL, "%s", msg);
 		return ret;
 	}
-	return connection->add_encryptor(connection, "byokd", &registered.enc, NULL);
+	return ((add_encryptor_fn)method(connection, line->add_encryptor))(connection, "byokd", &registered.enc, NULL);
 }

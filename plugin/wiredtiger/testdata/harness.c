@@ -22,6 +22,7 @@
 #include <wiredtiger.h>
 
 #define VALUE_SIZE 100
+#define BATCH 100
 
 static const char *last_error = "";
 static char errbuf[1024];
@@ -75,28 +76,36 @@ static int insert(WT_SESSION *s, const char *table, long from, long n, const cha
 	int r;
 	if ((r = s->open_cursor(s, table, NULL, NULL, &c)) != 0)
 		return r;
-	for (long i = from; i < from + n; i++) {
-		if ((i - from) % 1000 == 0 && (r = s->begin_transaction(s, NULL)) != 0)
-			break;
-		snprintf(key, sizeof(key), "key%010ld", i);
-		value_for(val, marker, i);
-		c->set_key(c, key);
-		c->set_value(c, val);
-		if ((r = c->insert(c)) != 0)
-			break;
-		if ((i - from) % 1000 == 999 || i == from + n - 1) {
-			if ((r = s->commit_transaction(s, NULL)) != 0)
+	// Batches of BATCH rows per transaction. WiredTiger 11 answers
+	// WT_ROLLBACK when a transaction would pin too much of a small cache:
+	// the batch is rolled back and written again, as an application does.
+	for (long b = from; b < from + n && r == 0; b += BATCH) {
+		long end = b + BATCH < from + n ? b + BATCH : from + n;
+		for (int attempt = 0;; attempt++) {
+			if ((r = s->begin_transaction(s, NULL)) != 0)
 				break;
-			if (getenv("HARNESS_PROGRESS") != NULL) {
-				// The crash test kills the process after these lines:
-				// every row counted here is committed.
-				printf("committed %ld\n", i + 1);
-				fflush(stdout);
+			for (long i = b; i < end && r == 0; i++) {
+				snprintf(key, sizeof(key), "key%010ld", i);
+				value_for(val, marker, i);
+				c->set_key(c, key);
+				c->set_value(c, val);
+				r = c->insert(c);
 			}
+			if (r == 0)
+				r = s->commit_transaction(s, NULL);
+			else
+				(void)s->rollback_transaction(s, NULL);
+			if (r != WT_ROLLBACK || attempt == 100)
+				break;
+			r = 0;
+		}
+		if (r == 0 && getenv("HARNESS_PROGRESS") != NULL) {
+			// The crash test kills the process after these lines:
+			// every row counted here is committed.
+			printf("committed %ld\n", end);
+			fflush(stdout);
 		}
 	}
-	if (r != 0)
-		(void)s->rollback_transaction(s, NULL);
 	(void)c->close(c);
 	return r;
 }
