@@ -32,11 +32,11 @@ import (
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
 
-// Limits of a request.
+// Limits of a request: the protocol's, which clients share.
 const (
-	MaxPlaintext = 4 << 20
-	MaxAAD       = 4 << 10
-	maxMsg       = MaxPlaintext + 1<<20
+	MaxPlaintext = pb.MaxPlaintext
+	MaxAAD       = pb.MaxAAD
+	maxMsg       = pb.MaxMessage
 )
 
 // Deriver computes data keys from the sealed DEK; crypto/seal's sealers do.

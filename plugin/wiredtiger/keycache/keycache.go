@@ -15,6 +15,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/byokd/byokd/crypto/block"
@@ -43,6 +46,20 @@ func (e *lockedError) Unwrap() error { return ErrLocked }
 
 func locked(why string) error { return &lockedError{msg: "byokd: " + why} }
 
+// wipingCodec is gRPC's protobuf codec, but it zeroes each received message's
+// wire bytes once decoded: a GetDataKey answer holds a data key, and gRPC
+// would hand its buffer back to a pool, or to the collector, as it is. The
+// decoded message's key is wiped by its reader.
+type wipingCodec struct{ encoding.CodecV2 }
+
+func (c wipingCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.CodecV2.Unmarshal(data, v)
+	for _, b := range data {
+		clear(b.ReadOnlyData()) // the receive buffer: written only by the transport, done with now
+	}
+	return err
+}
+
 // Provider holds the connection to byokd and the cached keys.
 type Provider struct {
 	mode   string
@@ -68,8 +85,8 @@ type Provider struct {
 
 type entry struct {
 	keyID string
-	slot  []byte // 32 bytes of locked memory, or nil when not fetched
-	gen   uint32
+	key   *block.Key // its state lives in slot; nil when not fetched
+	slot  []byte     // locked memory from the slab
 }
 
 // Open connects to byokd at socket. It fails when byokd does not answer:
@@ -85,7 +102,12 @@ func Open(socket, mode string) (*Provider, error) {
 	if mode != Release && mode != Strict {
 		return nil, fmt.Errorf("byokd: mode must be %q or %q, got %q", Release, Strict, mode)
 	}
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Frames are read straight into the buffers the codec wipes: no
+		// read buffer keeps a copy of a data key.
+		grpc.WithReadBufferSize(0),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wipingCodec{encoding.GetCodecV2(proto.Name)}),
+			grpc.MaxCallRecvMsgSize(pb.MaxMessage), grpc.MaxCallSendMsgSize(pb.MaxMessage)))
 	if err != nil {
 		return nil, fmt.Errorf("byokd: connect to %s: %w", socket, err)
 	}
@@ -184,11 +206,17 @@ func (p *Provider) block(why string) {
 	defer p.mu.Unlock()
 	p.blocked = why
 	for _, e := range p.entries {
-		if e.slot != nil {
-			secmem.Wipe(e.slot)
-			p.slab.free(e.slot)
-			e.slot = nil
-		}
+		p.forget(e)
+	}
+}
+
+// forget wipes an entry's key state and returns its memory; p.mu is held.
+func (p *Provider) forget(e *entry) {
+	if e.key != nil {
+		e.key.Wipe()
+		secmem.Wipe(e.slot)
+		p.slab.free(e.slot)
+		e.key, e.slot = nil, nil
 	}
 }
 
@@ -239,7 +267,7 @@ func (p *Provider) Customize(keyID string) (int, error) {
 	p.mu.Unlock()
 	var err error
 	if p.mode == Release {
-		_, _, err = p.key(h)
+		_, err = p.key(h)
 	} else {
 		err = p.check()
 	}
@@ -260,25 +288,24 @@ func (p *Provider) check() error {
 	return nil
 }
 
-// key returns the cached key of h, fetching it when needed. The returned
-// slice is locked memory owned by the cache: use it under p.mu.RLock only
-// (the caller gets it with the read lock held and must call the release
-// func).
-func (p *Provider) key(h int) ([]byte, uint32, error) {
+// key returns the cached key state of h, fetching the key when needed. The
+// state lives in locked memory owned by the cache: use it under p.mu.RLock
+// only, after checking stillCached.
+func (p *Provider) key(h int) (*block.Key, error) {
 	p.mu.RLock()
 	e, ok := p.entries[h]
 	if !ok {
 		p.mu.RUnlock()
-		return nil, 0, fmt.Errorf("byokd: unknown encryptor handle %d", h)
+		return nil, fmt.Errorf("byokd: unknown encryptor handle %d", h)
 	}
 	if p.blocked != "" {
 		why := p.blocked
 		p.mu.RUnlock()
-		return nil, 0, locked(why)
+		return nil, locked(why)
 	}
-	if e.slot != nil {
+	if e.key != nil {
 		p.mu.RUnlock()
-		return e.slot, e.gen, nil
+		return e.key, nil
 	}
 	keyID := e.keyID
 	p.mu.RUnlock()
@@ -288,33 +315,37 @@ func (p *Provider) key(h int) ([]byte, uint32, error) {
 	r, err := p.client.GetDataKey(ctx, &pb.GetDataKeyRequest{KeyId: keyID})
 	if err != nil {
 		if status.Code(err) == codes.FailedPrecondition {
-			return nil, 0, locked(describe(err))
+			return nil, locked(describe(err))
 		}
-		return nil, 0, fmt.Errorf("byokd: get data key for %q: %s", keyID, describe(err))
+		return nil, fmt.Errorf("byokd: get data key for %q: %s", keyID, describe(err))
 	}
 	k := r.GetKey()
 	defer secmem.Wipe(k)
 	if len(k) != block.KeySize {
-		return nil, 0, fmt.Errorf("byokd: data key of %d bytes", len(k))
+		return nil, fmt.Errorf("byokd: data key of %d bytes", len(k))
 	}
 	if why := p.pin(r.GetKeyFingerprint(), r.GetGeneration()); why != "" {
 		p.block(why)
-		return nil, 0, locked(why)
+		return nil, locked(why)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.blocked != "" {
-		return nil, 0, locked(p.blocked)
+		return nil, locked(p.blocked)
 	}
-	if e.slot == nil {
+	if e.key == nil {
 		slot, err := p.slab.alloc()
 		if err != nil {
-			return nil, 0, fmt.Errorf("byokd: locked memory for keys: %w", err)
+			return nil, fmt.Errorf("byokd: locked memory for keys: %w", err)
 		}
-		copy(slot, k)
-		e.slot, e.gen = slot, r.GetGeneration()
+		key, err := block.NewKey(k, r.GetGeneration(), slot)
+		if err != nil {
+			p.slab.free(slot)
+			return nil, fmt.Errorf("byokd: %w", err)
+		}
+		e.key, e.slot = key, slot
 	}
-	return e.slot, e.gen, nil
+	return e.key, nil
 }
 
 // Encrypt seals src into dst and returns the block's length.
@@ -330,6 +361,9 @@ func (p *Provider) Encrypt(h int, src, dst []byte) (int, error) {
 		if err := p.check(); err != nil {
 			return 0, err
 		}
+		if len(src) > pb.MaxPlaintext {
+			return 0, fmt.Errorf("byokd: strict mode encrypts blocks of at most %d bytes; this one has %d (lower the table's leaf_value_max)", pb.MaxPlaintext, len(src))
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		r, err := p.client.Encrypt(ctx, &pb.EncryptRequest{KeyId: keyID, Plaintext: src})
@@ -342,7 +376,7 @@ func (p *Provider) Encrypt(h int, src, dst []byte) (int, error) {
 		return copy(dst, r.GetCiphertext()), nil
 	}
 	for {
-		key, gen, err := p.key(h)
+		key, err := p.key(h)
 		if err != nil {
 			return 0, err
 		}
@@ -351,7 +385,7 @@ func (p *Provider) Encrypt(h int, src, dst []byte) (int, error) {
 			p.mu.RUnlock()
 			continue // wiped between key() and here: fetch again or fail
 		}
-		out, err := block.Seal(dst[:0], key, gen, keyID, src, nil)
+		out, err := key.Seal(dst[:0], keyID, src, nil)
 		p.mu.RUnlock()
 		if err != nil {
 			return 0, fmt.Errorf("byokd: %w", err)
@@ -383,7 +417,7 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 		return copy(dst, r.GetPlaintext()), nil
 	}
 	for {
-		key, _, err := p.key(h)
+		key, err := p.key(h)
 		if err != nil {
 			return 0, err
 		}
@@ -392,7 +426,7 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 			p.mu.RUnlock()
 			continue
 		}
-		out, err := block.Open(dst[:0], key, keyID, src, nil)
+		out, err := key.Open(dst[:0], keyID, src, nil)
 		p.mu.RUnlock()
 		if err != nil {
 			return 0, fmt.Errorf("byokd: block for keyid %q does not open (tampered, moved from another table, or another key)", keyID)
@@ -401,9 +435,9 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 	}
 }
 
-func (p *Provider) stillCached(h int, key []byte) bool {
+func (p *Provider) stillCached(h int, key *block.Key) bool {
 	e, ok := p.entries[h]
-	return ok && e.slot != nil && &e.slot[0] == &key[0]
+	return ok && e.key == key
 }
 
 func (p *Provider) keyID(h int) (string, error) {
@@ -431,10 +465,7 @@ func (p *Provider) Release(h int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e, ok := p.entries[h]; ok {
-		if e.slot != nil {
-			secmem.Wipe(e.slot)
-			p.slab.free(e.slot)
-		}
+		p.forget(e)
 		delete(p.entries, h)
 	}
 }
@@ -452,14 +483,15 @@ func (p *Provider) Close() {
 	p.mu.Unlock()
 }
 
-// slab hands out 32-byte slots of mlocked, non-dumpable memory, a page at a
-// time, so that many keys fit in a small RLIMIT_MEMLOCK.
+// slab hands out slots of mlocked, non-dumpable memory for key state
+// (block.StateSize bytes each), a chunk at a time, so that many keys fit in
+// a small RLIMIT_MEMLOCK.
 type slab struct {
-	pages []*secmem.Buffer
-	freed [][]byte
+	chunks []*secmem.Buffer
+	freed  [][]byte
 }
 
-const pageSize = 4096
+const chunkSize = 16 << 10
 
 func (s *slab) alloc() ([]byte, error) {
 	if n := len(s.freed); n > 0 {
@@ -467,23 +499,28 @@ func (s *slab) alloc() ([]byte, error) {
 		s.freed = s.freed[:n-1]
 		return slot, nil
 	}
-	b, err := secmem.New(pageSize)
+	size, err := block.StateSize()
 	if err != nil {
 		return nil, err
 	}
-	s.pages = append(s.pages, b)
-	mem := b.Bytes()
-	for off := pageSize - block.KeySize; off > 0; off -= block.KeySize {
-		s.freed = append(s.freed, mem[off:off+block.KeySize:off+block.KeySize])
+	size = (size + 63) &^ 63
+	b, err := secmem.New(max(chunkSize, size))
+	if err != nil {
+		return nil, err
 	}
-	return mem[:block.KeySize:block.KeySize], nil
+	s.chunks = append(s.chunks, b)
+	mem := b.Bytes()
+	for off := (len(mem)/size - 1) * size; off > 0; off -= size {
+		s.freed = append(s.freed, mem[off:off+size:off+size])
+	}
+	return mem[:size:size], nil
 }
 
 func (s *slab) free(slot []byte) { s.freed = append(s.freed, slot) }
 
 func (s *slab) destroy() {
-	for _, b := range s.pages {
+	for _, b := range s.chunks {
 		b.Destroy()
 	}
-	s.pages, s.freed = nil, nil
+	s.chunks, s.freed = nil, nil
 }

@@ -101,8 +101,8 @@ func TestLockWipesKeysAndUnlockRefetches(t *testing.T) {
 	p.mu.RLock()
 	slot := p.entries[h].slot
 	p.mu.RUnlock()
-	if slot == nil || bytes.Equal(slot, make([]byte, 32)) {
-		t.Fatal("no key cached")
+	if slot == nil || bytes.Equal(slot, make([]byte, len(slot))) {
+		t.Fatal("no key state cached")
 	}
 	k.Do(t, "disable", func(ctx context.Context, c *kp.Client) error { return c.DisableKey(ctx, root) })
 	deadline := time.Now().Add(3 * time.Second)
@@ -119,8 +119,8 @@ func TestLockWipesKeysAndUnlockRefetches(t *testing.T) {
 	if !errors.Is(err, ErrLocked) || err.Error() != "byokd: node locked: root key disabled" {
 		t.Fatalf("error: %v", err)
 	}
-	if !bytes.Equal(slot, make([]byte, 32)) {
-		t.Fatal("the cached key was not wiped")
+	if !bytes.Equal(slot, make([]byte, len(slot))) {
+		t.Fatal("the cached key state was not wiped")
 	}
 	k.Do(t, "enable", func(ctx context.Context, c *kp.Client) error { return c.EnableKey(ctx, root) })
 	deadline = time.Now().Add(3 * time.Second)
@@ -231,5 +231,36 @@ func TestAKeyOfAnotherGenerationIsRefusedUntilRestart(t *testing.T) {
 	defer p.Close()
 	if _, err := p.Customize("table:t"); err != nil {
 		t.Fatalf("a provider opened after the change: %v", err)
+	}
+}
+
+// TestStrictModeReturnsWhatItAccepts: the largest block byokd encrypts in
+// strict mode comes back to the plugin and decrypts; one byte more is
+// refused by the plugin itself, saying why.
+func TestStrictModeReturnsWhatItAccepts(t *testing.T) {
+	_, _, b := start(t)
+	p, err := Open(b.Socket, Strict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	h, err := p.Customize("table:big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := bytes.Repeat([]byte{'v'}, pb.MaxPlaintext)
+	dst := make([]byte, len(page)+block.Overhead+1)
+	n, err := p.Encrypt(h, page, dst)
+	if err != nil {
+		t.Fatalf("encrypt of %d bytes, the limit: %v", len(page), err)
+	}
+	out := make([]byte, len(page))
+	if m, err := p.Decrypt(h, dst[:n], out); err != nil || m != len(page) || !bytes.Equal(out, page) {
+		t.Fatalf("decrypt of the largest block: %d, %v", m, err)
+	}
+	big := append(page, 'v')
+	_, err = p.Encrypt(h, big, dst)
+	if err == nil || !strings.Contains(err.Error(), "strict mode encrypts blocks of at most") {
+		t.Fatalf("a block over the limit: %v", err)
 	}
 }
