@@ -79,7 +79,16 @@ func (w *wtEnv) harness(t *testing.T, cred *syscall.Credential, config string, a
 
 func noMarkerInFiles(t *testing.T, dir, marker string) {
 	t.Helper()
+	for _, p := range markerFiles(t, dir, marker) {
+		t.Errorf("%s holds the marker in the clear", p)
+	}
+}
+
+// markerFiles lists the files under dir (at least 3 of them) that hold marker.
+func markerFiles(t *testing.T, dir, marker string) []string {
+	t.Helper()
 	files := 0
+	var found []string
 	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || fi.IsDir() {
 			return err
@@ -90,13 +99,14 @@ func noMarkerInFiles(t *testing.T, dir, marker string) {
 			return err
 		}
 		if bytes.Contains(b, []byte(marker)) {
-			t.Errorf("%s holds the marker in the clear", p)
+			found = append(found, strings.TrimPrefix(p, dir+"/"))
 		}
 		return nil
 	})
 	if err != nil || files < 3 {
 		t.Fatalf("walk %s: %v (%d files)", dir, err, files)
 	}
+	return found
 }
 
 // TestWiredTigerEncryptsAtRest writes rows with a marker through the plugin
@@ -165,7 +175,13 @@ func (b *lockedBuffer) String() string {
 
 func hold(t *testing.T, w *wtEnv, mode, table string) *holder {
 	t.Helper()
-	cmd := w.wt.Command(w.wt.Harness, w.db, w.config(mode, false), "hold", table)
+	return startHolder(t, w.wt.Command(w.wt.Harness, w.db, w.config(mode, false), "hold", table))
+}
+
+// startHolder starts a program that holds a database open and answers
+// commands on stdin, and waits for its "ready".
+func startHolder(t *testing.T, cmd *exec.Cmd) *holder {
+	t.Helper()
 	in, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	log := &lockedBuffer{}
@@ -176,7 +192,7 @@ func hold(t *testing.T, w *wtEnv, mode, table string) *holder {
 	h := &holder{cmd: cmd, in: in, out: bufio.NewReader(stdout), log: log}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	if line := h.line(t); line != "ready" {
-		t.Fatalf("harness: %q\n%s", line, log.String())
+		t.Fatalf("%s: %q\n%s", cmd.Path, line, log.String())
 	}
 	return h
 }

@@ -23,6 +23,7 @@ type WiredTiger struct {
 	WT      string // the wt utility
 	Format  string // test/format's t, with the byokd encryptor; "" for 3.2
 	Harness string // plugin/wiredtiger/testdata/harness.c built against it
+	Mongod  string // plugin/wiredtiger/testdata/mongodlike.c built against it
 }
 
 // Command runs a program of this build (wt, t, the harness) with its library.
@@ -129,14 +130,17 @@ func WiredTigerLine(t testing.TB, line string) *WiredTiger {
 		w.Lib = filepath.Join(w.Lib, "lib")
 	}
 	w.Harness = filepath.Join(dir, "harness-wt"+line)
-	args := []string{"-O2", "-Wall", "-I", w.Include, "-o", w.Harness, "plugin/wiredtiger/testdata/harness.c"}
-	if w.Lib != "" {
-		args = append(args, "-L", w.Lib, "-Wl,-rpath,"+w.Lib)
-	}
-	cc := exec.Command("cc", append(args, "-lwiredtiger")...)
-	cc.Dir = root
-	if b, err := cc.CombinedOutput(); err != nil {
-		t.Fatalf("build the harness for WiredTiger %s: %v\n%s", line, err, b)
+	w.Mongod = filepath.Join(dir, "mongodlike-wt"+line)
+	for _, prog := range []struct{ out, src string }{{w.Harness, "harness.c"}, {w.Mongod, "mongodlike.c"}} {
+		args := []string{"-O2", "-Wall", "-I", w.Include, "-o", prog.out, "plugin/wiredtiger/testdata/" + prog.src}
+		if w.Lib != "" {
+			args = append(args, "-L", w.Lib, "-Wl,-rpath,"+w.Lib)
+		}
+		cc := exec.Command("cc", append(args, "-lwiredtiger")...)
+		cc.Dir = root
+		if b, err := cc.CombinedOutput(); err != nil {
+			t.Fatalf("build %s for WiredTiger %s: %v\n%s", prog.src, line, err, b)
+		}
 	}
 	lines[line] = w
 	return w
