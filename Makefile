@@ -6,7 +6,7 @@ ROWS     ?= 1000000
 CMDS     := byokd byokctl kpemu
 BUF      := $(GO) tool -modfile=tools/buf/go.mod buf
 
-.PHONY: help build build-s390x plugin package check-units test-packages test-s390x chaos crash load soak test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
+.PHONY: help build build-s390x plugin package check-units test-packages test-s390x chaos crash load soak stress-wiredtiger test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -70,6 +70,9 @@ crash: ## kill -9 during provisioning and rewrap, long form: 200 runs each (CI r
 
 load: ## 64 clients, 1,000,000 GetDataKey calls: p50, p99, errors (CI runs 100,000)
 	LOAD_CALLS=1000000 $(GO) test -count=1 -timeout 30m -run '^TestLoad$$' -v ./e2e
+
+stress-wiredtiger: ## WiredTiger 11.3's test/format with the byokd encryptor, long form: 10 runs and 10 abort/recovery runs (CI runs 1 each)
+	FORMAT_RUNS=10 $(GO) test -count=1 -timeout 60m -run '^TestWiredTigerFormat$$' -v ./e2e
 
 soak: ## 10 minutes of load: goroutines and RSS must stay flat (CI runs 20 s)
 	SOAK_SECONDS=600 $(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v ./e2e
