@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -103,6 +104,7 @@ func New(cfg Config) *Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(s.unaryGuard),
 		grpc.ChainStreamInterceptor(s.streamGuard),
+		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
 	)
 	pb.RegisterKeyProviderServiceServer(s.grpc, s)
 	healthpb.RegisterHealthServer(s.grpc, s.health)

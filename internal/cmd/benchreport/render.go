@@ -135,14 +135,19 @@ func build(m Machine, s Settings, cmds []Command, outputs map[string][]byte) (Re
 }
 
 // wiredTiger reads scripts/bench-wiredtiger's medians file: "rows N",
-// "rounds N", then "<mode> <insert seconds> <read seconds>" for none,
-// release and strict.
+// "rounds N", then "<mode>@<line> <insert seconds> <read seconds>" for
+// none, release and strict on each WiredTiger line, in the order measured.
+// Each line's modes are compared with its own none.
 func wiredTiger(raw []byte) (*Section, error) {
 	vals := map[string][]float64{}
+	var lines []string
 	for _, line := range strings.Split(string(raw), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 {
 			continue
+		}
+		if _, wt, ok := strings.Cut(f[0], "@"); ok && !slices.Contains(lines, wt) {
+			lines = append(lines, wt)
 		}
 		for _, v := range f[1:] {
 			x, err := strconv.ParseFloat(v, 64)
@@ -152,7 +157,15 @@ func wiredTiger(raw []byte) (*Section, error) {
 			vals[f[0]] = append(vals[f[0]], x)
 		}
 	}
-	need := map[string]int{"rows": 1, "rounds": 1, "none": 2, "release": 2, "strict": 2}
+	need := map[string]int{"rows": 1, "rounds": 1}
+	if len(lines) == 0 {
+		return nil, fmt.Errorf("medians file: no WiredTiger line measured")
+	}
+	for _, wt := range lines {
+		for _, mode := range []string{"none", "release", "strict"} {
+			need[mode+"@"+wt] = 2
+		}
+	}
 	for k, n := range need {
 		if len(vals[k]) != n {
 			return nil, fmt.Errorf("medians file: want %d value(s) for %s, have %d", n, k, len(vals[k]))
@@ -161,16 +174,18 @@ func wiredTiger(raw []byte) (*Section, error) {
 	rows := vals["rows"][0]
 	sec := &Section{
 		Note:  fmt.Sprintf("%s rows of 100 bytes, median of %s rounds.", count(rows), count(vals["rounds"][0])),
-		Table: Table{Head: []string{"mode", "insert rows/s", "insert ratio", "read rows/s", "read ratio"}},
+		Table: Table{Head: []string{"WiredTiger", "mode", "insert rows/s", "insert ratio", "read rows/s", "read ratio"}},
 	}
-	base := vals["none"]
-	for _, mode := range []string{"none", "release", "strict"} {
-		v := vals[mode]
-		name := mode
-		if mode == "none" {
-			name = "none (baseline)"
+	for _, wt := range lines {
+		base := vals["none@"+wt]
+		for _, mode := range []string{"none", "release", "strict"} {
+			v := vals[mode+"@"+wt]
+			name := mode
+			if mode == "none" {
+				name = "none (baseline)"
+			}
+			sec.Table.add(wt, name, count(div(rows, v[0])), ratio(div(base[0], v[0])), count(div(rows, v[1])), ratio(div(base[1], v[1])))
 		}
-		sec.Table.add(name, count(div(rows, v[0])), ratio(div(base[0], v[0])), count(div(rows, v[1])), ratio(div(base[1], v[1])))
 	}
 	return sec, nil
 }

@@ -56,9 +56,10 @@ func TestReportFromCannedOutput(t *testing.T) {
 		"FLEET_NODES=1000 go test -run '^$' -bench Fleet -benchtime 1x -timeout 30m ./e2e\n",
 		// WiredTiger: rows/s from the medians, ratios computed here, inside the markers
 		"<!-- bench-wiredtiger:begin -->\n1,000,000 rows of 100 bytes, median of 3 rounds.",
-		"| none (baseline) | 677,966 | 1.00× | 2,105,263 | 1.00× |",
-		"| release | 710,732 | 1.05× | 2,288,330 | 1.09× |",
-		"| strict | 408,497 | 0.60× | 394,166 | 0.19× |\n<!-- bench-wiredtiger:end -->",
+		"| 11.3 | none (baseline) | 677,966 | 1.00× | 2,105,263 | 1.00× |",
+		"| 11.3 | release | 710,732 | 1.05× | 2,288,330 | 1.09× |",
+		"| 11.3 | strict | 408,497 | 0.60× | 394,166 | 0.19× |",
+		"| 3.2 | strict | 400,000 | 0.60× | 500,000 | 0.25× |\n<!-- bench-wiredtiger:end -->",
 		// key provider: p50 ratio as reported, p99 ratio computed
 		"| empty `grpc.health.v1` Check (baseline) | 158 µs | 963 µs | 1.00× | 1.00× |",
 		"| `Encrypt` of 4 KiB | 171 µs | 1.53 ms | 1.08× | 1.59× |",
@@ -154,8 +155,8 @@ func TestReportFailsLoudlyOnAMissingFigure(t *testing.T) {
 	}, {
 		name:    "a WiredTiger mode missing",
 		section: secWiredTiger,
-		edit:    func(s string) string { return strings.Replace(s, "strict 2.448 2.537\n", "", 1) },
-		want:    []string{"strict", "scripts/bench-wiredtiger"},
+		edit:    func(s string) string { return strings.Replace(s, "strict@11.3 2.448 2.537\n", "", 1) },
+		want:    []string{"strict@11.3", "scripts/bench-wiredtiger"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,7 +18,7 @@ import (
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
 
-func start(t *testing.T) (*testenv.KP, string, *testenv.Byokd) {
+func start(t testing.TB) (*testenv.KP, string, *testenv.Byokd) {
 	t.Helper()
 	k := testenv.StartKP(t)
 	root := k.RootKey(t, "plugin-root")
@@ -263,4 +263,48 @@ func TestStrictModeReturnsWhatItAccepts(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "strict mode encrypts blocks of at most") {
 		t.Fatalf("a block over the limit: %v", err)
 	}
+}
+
+// BenchmarkStrict: one strict-mode Decrypt and Encrypt of a 4 KiB page from
+// the plugin's side, against byokd's empty Status call over the same
+// connection as the baseline in the same run: what a page read or write
+// costs in strict mode beyond the round trip itself.
+func BenchmarkStrict(b *testing.B) {
+	_, _, bk := start(b)
+	p, err := Open(bk.Socket, Strict)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	h, err := p.Customize("table:bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	page := bytes.Repeat([]byte("r"), 4096)
+	blk := make([]byte, len(page)+block.Overhead)
+	if _, err := p.Encrypt(h, page, blk); err != nil {
+		b.Fatal(err)
+	}
+	out := make([]byte, len(page))
+	b.Run("baseline-status", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := p.client.Status(context.Background(), &pb.StatusRequest{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("decrypt-4k", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := p.Decrypt(h, blk, out); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encrypt-4k", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := p.Encrypt(h, page, blk); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
