@@ -110,26 +110,14 @@ func checkMemory(t *testing.T, pid int, dek []byte, when string) {
 		"hex (upper)":    []byte(strings.ToUpper(hex.EncodeToString(dek))),
 		"base64 escaped": []byte(strings.ReplaceAll(base64.StdEncoding.EncodeToString(dek), "/", `\/`)),
 	}
-	regions, err := memoryRegions(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
 	var scanned, lockedScanned int64
 	inLocked := 0
 	var leaks []string
-	for _, r := range regions {
-		buf := make([]byte, r.end-r.start)
-		n, _ := mem.ReadAt(buf, int64(r.start))
-		buf = buf[:n]
+	eachRegion(t, pid, func(r region, buf []byte) {
 		if r.locked {
-			lockedScanned += int64(n)
+			lockedScanned += int64(len(buf))
 		} else {
-			scanned += int64(n)
+			scanned += int64(len(buf))
 		}
 		for name, needle := range needles {
 			c := bytes.Count(buf, needle)
@@ -141,7 +129,7 @@ func checkMemory(t *testing.T, pid int, dek []byte, when string) {
 				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (locked: %v)", c, name, r.name, r.locked))
 			}
 		}
-	}
+	})
 	t.Logf("%s: searched %d MiB of byokd's memory outside locked mappings, %d KiB locked", when, scanned>>20, lockedScanned>>10)
 	if scanned < 1<<20 {
 		t.Fatalf("only %d bytes searched: the search proves nothing", scanned)
@@ -152,6 +140,26 @@ func checkMemory(t *testing.T, pid int, dek []byte, when string) {
 	}
 	if len(leaks) > 0 {
 		t.Fatalf("%s the DEK is in byokd's memory beyond the sealer's copy: %s", when, strings.Join(leaks, "; "))
+	}
+}
+
+// eachRegion reads every readable mapping of pid (as root, through
+// /proc/PID/mem) and hands it to f.
+func eachRegion(t *testing.T, pid int, f func(r region, buf []byte)) {
+	t.Helper()
+	regions, err := memoryRegions(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	for _, r := range regions {
+		buf := make([]byte, r.end-r.start)
+		n, _ := mem.ReadAt(buf, int64(r.start))
+		f(r, buf[:n])
 	}
 }
 

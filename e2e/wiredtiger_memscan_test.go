@@ -116,21 +116,9 @@ func scanForKeys(t *testing.T, pid int, keys [][]byte) (inLocked int, leaks []st
 			needles = append(needles, needle{fmt.Sprintf("key %d round %d (words)", i, r), sw})
 		}
 	}
-	regions, err := memoryRegions(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
 	var scanned int64
-	for _, r := range regions {
-		buf := make([]byte, r.end-r.start)
-		n, _ := mem.ReadAt(buf, int64(r.start))
-		buf = buf[:n]
-		scanned += int64(n)
+	eachRegion(t, pid, func(r region, buf []byte) {
+		scanned += int64(len(buf))
 		for _, nd := range needles {
 			c := bytes.Count(buf, nd.b)
 			switch {
@@ -142,7 +130,7 @@ func scanForKeys(t *testing.T, pid int, keys [][]byte) (inLocked int, leaks []st
 				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (locked: %v)", c, nd.name, r.name, r.locked))
 			}
 		}
-	}
+	})
 	if scanned < 1<<20 {
 		t.Fatalf("only %d bytes searched: the search proves nothing", scanned)
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -106,23 +105,7 @@ func testMongodConfig(t *testing.T, line string) {
 	for i := 0; i < 3; i++ {
 		cmd := w.wt.Command(w.wt.Mongod, w.db, open, coll, index, "load", strconv.Itoa(durable), "1000000", marker)
 		cmd.Env = append(cmd.Environ(), "MONGODLIKE_PROGRESS=1")
-		stdout, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		killAt := durable + 2000 + rand.IntN(5000)
-		sc := bufio.NewScanner(stdout)
-		acked := durable
-		for sc.Scan() {
-			if n, ok := strings.CutPrefix(sc.Text(), "durable "); ok {
-				acked, _ = strconv.Atoi(n)
-				if acked >= killAt {
-					break
-				}
-			}
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		acked := killWhen(t, cmd, "durable ", durable, durable+2000+rand.IntN(5000))
 		if out, err := run("verify", fmt.Sprintf("+%d", acked), marker); err != nil {
 			t.Fatalf("kill -9 at %d acknowledged documents: %v\n%s", acked, err, out)
 		}

@@ -359,6 +359,30 @@ func TestWiredTigerRefusesAProcessByokdDoesNotAllow(t *testing.T) {
 	})
 }
 
+// killWhen starts a writer that prints "<prefix>N" as N rows become
+// durable, kills it (SIGKILL) once N reaches killAt, and returns the last N
+// it printed (from when it prints none).
+func killWhen(t *testing.T, cmd *exec.Cmd, prefix string, from, killAt int) int {
+	t.Helper()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	n := from
+	for sc.Scan() {
+		if c, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			n, _ = strconv.Atoi(c)
+			if n >= killAt {
+				break
+			}
+		}
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	return n
+}
+
 // TestWiredTigerKilledWriterLosesNoCommittedRow kills a writer (with the
 // byokd encryptor, log enabled) at random points while it inserts and
 // checkpoints: after each kill the database reopens and every row reported
@@ -380,23 +404,7 @@ func TestWiredTigerKilledWriterLosesNoCommittedRow(t *testing.T) {
 			cmd.Env = append(cmd.Environ(), "HARNESS_PROGRESS=1")
 			// Each run inserts from 0 again: rows already there are rewritten
 			// with the same value, so the count to verify is the highest seen.
-			out, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			sc := bufio.NewScanner(out)
-			killAt := 3000 + rand.IntN(20000)
-			n := 0
-			for sc.Scan() {
-				if c, ok := strings.CutPrefix(sc.Text(), "committed "); ok {
-					n, _ = strconv.Atoi(c)
-					if n >= killAt {
-						break
-					}
-				}
-			}
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			n := killWhen(t, cmd, "committed ", 0, 3000+rand.IntN(20000))
 			committed = max(committed, n)
 			if out, err := w.harness(t, nil, cfg(false), "verify", "table:t", fmt.Sprintf("+%d", committed), marker); err != nil {
 				t.Fatalf("run %d: after a kill at %d committed rows: %v\n%s", i, n, err, out)
