@@ -217,7 +217,7 @@ type EncryptRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// key_id names the data key.
 	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
-	// plaintext is at most 4 MiB.
+	// plaintext is at most 64 MiB + 64 KiB (MaxPlaintext in limits.go).
 	Plaintext []byte `protobuf:"bytes,2,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
 	// aad is extra authenticated data (at most 4 KiB), bound to the block.
 	Aad           []byte `protobuf:"bytes,3,opt,name=aad,proto3" json:"aad,omitempty"`
@@ -279,7 +279,8 @@ func (x *EncryptRequest) GetAad() []byte {
 // EncryptResponse is a sealed block.
 type EncryptResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// ciphertext is the block: version, generation, nonce, ciphertext and tag.
+	// ciphertext is the block (crypto/block format 2): version, generation,
+	// 192-bit nonce, XAES-256-GCM ciphertext and tag.
 	Ciphertext    []byte `protobuf:"bytes,1,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
