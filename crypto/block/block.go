@@ -155,11 +155,11 @@ func (m *master) seal(dst []byte, generation uint32, keyID string, plaintext, aa
 	if _, err := rand.Read(hdr[5:]); err != nil {
 		return nil, fmt.Errorf("block nonce: %w", err)
 	}
-	g, err := m.blockGCM(hdr[5:])
+	g, wipe, err := m.blockGCM(hdr[5:])
 	if err != nil {
 		return nil, err
 	}
-	defer wipeObject(g)
+	defer wipe()
 	out := append(dst, hdr[:]...)
 	return g.Seal(out, hdr[5+12:], plaintext, additional(hdr[:], keyID, aad)), nil
 }
@@ -174,12 +174,12 @@ func (m *master) open(dst []byte, keyID string, blk, aad []byte) ([]byte, error)
 	if blk[0] == 1 {
 		out, err = m.v1.Open(dst, hdr[5:], blk[n:], additional(hdr, keyID, aad))
 	} else {
-		g, gerr := m.blockGCM(hdr[5:])
+		g, wipe, gerr := m.blockGCM(hdr[5:])
 		if gerr != nil {
 			return nil, gerr
 		}
 		out, err = g.Open(dst, hdr[5+12:], blk[n:], additional(hdr, keyID, aad))
-		wipeObject(g)
+		wipe()
 	}
 	if err != nil {
 		return nil, ErrOpen
@@ -188,17 +188,24 @@ func (m *master) open(dst []byte, keyID string, blk, aad []byte) ([]byte, error)
 }
 
 // blockGCM is the AES-256-GCM of one format 2 block, keyed by the XAES
-// derivation from its nonce. The caller wipes it with wipeObject.
-func (m *master) blockGCM(nonce []byte) (cipher.AEAD, error) {
+// derivation from its nonce, and the func that wipes it once used. The GCM
+// may point into the block cipher's state (it does on s390x, where it keeps
+// the key slice of the AES block it was made from), so both are wiped
+// together, after the last use.
+func (m *master) blockGCM(nonce []byte) (cipher.AEAD, func(), error) {
 	var k [KeySize]byte
 	defer clear(k[:])
 	deriveBlockKey(m.b, m.k1, nonce, &k)
 	b, err := aes.NewCipher(k[:])
 	if err != nil {
-		return nil, fmt.Errorf("block cipher: %w", err)
+		return nil, nil, fmt.Errorf("block cipher: %w", err)
 	}
-	defer wipeObject(b) // NewGCM copies the key schedule it needs
-	return cipher.NewGCM(b)
+	g, err := cipher.NewGCM(b)
+	if err != nil {
+		wipeObject(b)
+		return nil, nil, fmt.Errorf("block cipher: %w", err)
+	}
+	return g, func() { wipeObject(g); wipeObject(b) }, nil
 }
 
 func additional(hdr []byte, keyID string, aad []byte) []byte {

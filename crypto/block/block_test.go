@@ -125,14 +125,14 @@ func TestXAESVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, err := m.blockGCM([]byte(v.nonce))
+		g, wipe, err := m.blockGCM([]byte(v.nonce))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := hex.EncodeToString(g.Seal(nil, []byte(v.nonce)[12:], []byte(v.pt), []byte(v.aad))); got != v.ct {
 			t.Errorf("key %s..: %s, want %s", v.key[:4], got, v.ct)
 		}
-		wipeObject(g)
+		wipe()
 		m.wipe()
 	}
 }
