@@ -81,6 +81,17 @@ func Generation(blk []byte) (uint32, error) {
 	return binary.BigEndian.Uint32(blk[1:5]), nil
 }
 
+// PlaintextLen is the length of the plaintext that blk holds, by its
+// format: format 1 blocks are 12 bytes shorter than format 2. A block too
+// short for its format, or of an unknown format, is ErrOpen.
+func PlaintextLen(blk []byte) (int, error) {
+	hs, err := headerSize(blk)
+	if err != nil {
+		return 0, err
+	}
+	return len(blk) - hs - TagSize, nil
+}
+
 // Open decrypts a block for keyID under key and returns the plaintext
 // appended to dst. It reads both formats.
 func Open(dst, key []byte, keyID string, blk, aad []byte) ([]byte, error) {

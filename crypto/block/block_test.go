@@ -94,6 +94,26 @@ func TestOpensFormat1Blocks(t *testing.T) {
 	if g, err := Generation(blk); err != nil || g != 7 {
 		t.Fatalf("generation %d, %v", g, err)
 	}
+	if n, err := PlaintextLen(blk); err != nil || n != len(want) {
+		t.Fatalf("format 1 PlaintextLen %d, %v; want %d", n, err, len(want))
+	}
+	// A format 1 block of an empty plaintext is 33 bytes: shorter than
+	// format 2's overhead, and still a block.
+	if n, err := PlaintextLen(blk[:33]); err != nil || n != 0 {
+		t.Fatalf("33-byte format 1 block: PlaintextLen %d, %v", n, err)
+	}
+	for _, b := range [][]byte{blk[:32], append([]byte{3}, blk[1:]...), nil} {
+		if _, err := PlaintextLen(b); !errors.Is(err, ErrOpen) {
+			t.Fatalf("PlaintextLen of %d bytes starting %x: %v, want ErrOpen", len(b), b[:min(len(b), 1)], err)
+		}
+	}
+	f2, err := Seal(nil, key(1), 1, "table:t", []byte("abc"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := PlaintextLen(f2); err != nil || n != 3 {
+		t.Fatalf("format 2 PlaintextLen %d, %v", n, err)
+	}
 	mem := make([]byte, mustStateSize(t))
 	k, err := NewKey(key(1), 1, mem)
 	if err != nil {

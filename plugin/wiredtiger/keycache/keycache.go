@@ -401,8 +401,14 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(src) < block.Overhead || len(dst) < len(src)-block.Overhead {
-		return 0, fmt.Errorf("byokd: block of %d bytes does not fit %d bytes", len(src), len(dst))
+	// Format 1 blocks (12 bytes less overhead) are still read: a database
+	// written before format 2 recovers from its log with this plugin.
+	n, err := block.PlaintextLen(src)
+	if err != nil {
+		return 0, fmt.Errorf("byokd: %d bytes for keyid %q are not a byokd block (too short or an unknown format)", len(src), keyID)
+	}
+	if len(dst) < n {
+		return 0, fmt.Errorf("byokd: a block of %d plaintext bytes does not fit %d bytes", n, len(dst))
 	}
 	if p.mode == Strict {
 		if err := p.check(); err != nil {
