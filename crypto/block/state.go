@@ -56,6 +56,9 @@ func NewKey(key []byte, generation uint32, mem []byte) (*Key, error) {
 	if len(mem) < need {
 		return nil, fmt.Errorf("block key state needs %d bytes, got %d", need, len(mem))
 	}
+	if a := unsafe.Alignof(unsafe.Pointer(nil)); uintptr(unsafe.Pointer(unsafe.SliceData(mem)))%a != 0 {
+		return nil, fmt.Errorf("block key state memory must be aligned to %d bytes", a)
+	}
 	m, err := newMaster(key)
 	if err != nil {
 		return nil, err
@@ -101,7 +104,11 @@ func (k *Key) Wipe() {
 }
 
 // wipeObject zeroes the struct behind a standard library cipher value (a
-// pointer to a struct), with the runtime's write barriers.
+// pointer to a struct) and every struct it points to, as relocate would move
+// them (an s390x AES block without CPACF keeps its key schedule in a
+// separate fallback struct), with the runtime's write barriers. Slices and
+// strings are not followed: relocate refuses any that point outside the
+// structs, so zeroing the structs zeroes what they see.
 func wipeObject(x any) {
 	if x == nil {
 		return
@@ -110,7 +117,39 @@ func wipeObject(x any) {
 	if v.Kind() != reflect.Pointer || v.IsNil() {
 		panic(fmt.Sprintf("block: cannot wipe a %T", x))
 	}
-	v.Elem().SetZero()
+	for _, o := range reachable(v.UnsafePointer(), v.Type().Elem()) {
+		reflect.NewAt(o.t, o.p).Elem().SetZero()
+	}
+}
+
+type object struct {
+	p unsafe.Pointer
+	t reflect.Type
+}
+
+// reachable lists the object at p and every object reachable from it through
+// typed pointers, each once, the one at p last.
+func reachable(p unsafe.Pointer, t reflect.Type) []object {
+	seen := map[unsafe.Pointer]bool{}
+	var out []object
+	var walk func(p unsafe.Pointer, t reflect.Type)
+	walk = func(p unsafe.Pointer, t reflect.Type) {
+		if p == nil || seen[p] {
+			return
+		}
+		seen[p] = true
+		// Fields whose types it cannot follow (interfaces, maps) are left:
+		// the standard library's AES and GCM have none.
+		_ = pointerFields(t, 0, func(field uintptr, ft reflect.Type) error {
+			if ft.Kind() == reflect.Pointer {
+				walk(*(*unsafe.Pointer)(unsafe.Add(p, field)), ft.Elem())
+			}
+			return nil
+		})
+		out = append(out, object{p, t})
+	}
+	walk(p, t)
+	return out
 }
 
 var errMove = errors.New("block: the standard library's cipher state holds a reference this package cannot move")
