@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,23 +110,23 @@ func checkMemory(t *testing.T, pid int, dek []byte, when string) {
 	var scanned, lockedScanned int64
 	inLocked := 0
 	var leaks []string
-	eachRegion(t, pid, func(r region, buf []byte) {
-		if r.locked {
+	testenv.EachRegion(t, pid, func(r testenv.Region, buf []byte) {
+		if r.Locked {
 			lockedScanned += int64(len(buf))
 		} else {
 			scanned += int64(len(buf))
 		}
 		for name, needle := range needles {
 			c := bytes.Count(buf, needle)
-			if r.locked && name == "raw" {
+			if r.Locked && name == "raw" {
 				inLocked += c
 				continue
 			}
 			if c > 0 {
-				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (locked: %v)", c, name, r.name, r.locked))
+				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (locked: %v)", c, name, r.Name, r.Locked))
 			}
 		}
-	})
+	}, 0)
 	t.Logf("%s: searched %d MiB of byokd's memory outside locked mappings, %d KiB locked", when, scanned>>20, lockedScanned>>10)
 	if scanned < 1<<20 {
 		t.Fatalf("only %d bytes searched: the search proves nothing", scanned)
@@ -141,78 +138,4 @@ func checkMemory(t *testing.T, pid int, dek []byte, when string) {
 	if len(leaks) > 0 {
 		t.Fatalf("%s the DEK is in byokd's memory beyond the sealer's copy: %s", when, strings.Join(leaks, "; "))
 	}
-}
-
-// eachRegion reads every readable mapping of pid (as root, through
-// /proc/PID/mem) and hands it to f.
-func eachRegion(t *testing.T, pid int, f func(r region, buf []byte)) {
-	t.Helper()
-	regions, err := memoryRegions(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	for _, r := range regions {
-		buf := make([]byte, r.end-r.start)
-		n, _ := mem.ReadAt(buf, int64(r.start))
-		f(r, buf[:n])
-	}
-}
-
-type region struct {
-	start, end uint64
-	name       string
-	locked     bool
-}
-
-// memoryRegions lists the readable mappings of pid from /proc/PID/smaps,
-// with whether the kernel holds them locked (VmFlags lo).
-func memoryRegions(pid int) ([]region, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []region
-	var cur *region
-	readable := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		fields := strings.Fields(line)
-		if len(fields) >= 5 && strings.Contains(fields[0], "-") && len(fields[1]) == 4 {
-			if cur != nil && readable {
-				out = append(out, *cur)
-			}
-			lo, hi, _ := strings.Cut(fields[0], "-")
-			s, err1 := strconv.ParseUint(lo, 16, 64)
-			e, err2 := strconv.ParseUint(hi, 16, 64)
-			if err1 != nil || err2 != nil {
-				return nil, fmt.Errorf("smaps line %q", line)
-			}
-			name := "anonymous"
-			if len(fields) >= 6 {
-				name = fields[5]
-			}
-			cur = &region{start: s, end: e, name: name}
-			readable = fields[1][0] == 'r' && name != "[vvar]" && name != "[vsyscall]" && name != "[vvar_vclock]"
-			continue
-		}
-		if cur != nil && strings.HasPrefix(line, "VmFlags:") {
-			for _, fl := range fields[1:] {
-				cur.locked = cur.locked || fl == "lo"
-			}
-		}
-	}
-	if cur != nil && readable {
-		out = append(out, *cur)
-	}
-	if err := sc.Err(); err != nil && err != io.EOF {
-		return nil, err
-	}
-	return out, nil
 }

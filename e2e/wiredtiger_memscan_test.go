@@ -13,6 +13,7 @@ import (
 
 	kp "github.com/IBM/keyprotect-go-client"
 
+	"github.com/byokd/byokd/internal/testenv"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
 
@@ -117,20 +118,20 @@ func scanForKeys(t *testing.T, pid int, keys [][]byte) (inLocked int, leaks []st
 		}
 	}
 	var scanned int64
-	eachRegion(t, pid, func(r region, buf []byte) {
+	testenv.EachRegion(t, pid, func(r testenv.Region, buf []byte) {
 		scanned += int64(len(buf))
 		for _, nd := range needles {
 			c := bytes.Count(buf, nd.b)
 			switch {
 			case c == 0:
-			case r.locked:
+			case r.Locked:
 				// The plugin's key state: the schedule starts with the key.
 				inLocked += c
 			default:
-				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (locked: %v)", c, nd.name, r.name, r.locked))
+				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (locked: %v)", c, nd.name, r.Name, r.Locked))
 			}
 		}
-	})
+	}, 0)
 	if scanned < 1<<20 {
 		t.Fatalf("only %d bytes searched: the search proves nothing", scanned)
 	}

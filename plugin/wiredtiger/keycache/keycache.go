@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	protobuf "google.golang.org/protobuf/proto"
 
 	"github.com/byokd/byokd/crypto/block"
 	"github.com/byokd/byokd/crypto/secmem"
@@ -48,12 +49,26 @@ func locked(why string) error { return &lockedError{msg: "byokd: " + why} }
 
 // wipingCodec is gRPC's protobuf codec, but it zeroes each received message's
 // wire bytes once decoded: a GetDataKey answer holds a data key, and gRPC
-// would hand its buffer back to a pool, or to the collector, as it is. The
-// decoded message's key is wiped by its reader.
+// would hand its buffers back to a pool, or to the collector, as they are.
+// A message that arrived in pieces is joined in a buffer of its own, wiped
+// too (gRPC's codec joins them in one it drops unwiped). The decoded
+// message's key is wiped by its reader.
 type wipingCodec struct{ encoding.CodecV2 }
 
 func (c wipingCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	err := c.CodecV2.Unmarshal(data, v)
+	m, ok := v.(protobuf.Message)
+	if !ok {
+		return fmt.Errorf("byokd: cannot decode a %T", v)
+	}
+	var wire []byte
+	if len(data) == 1 {
+		wire = data[0].ReadOnlyData()
+	} else {
+		wire = make([]byte, data.Len())
+		data.CopyTo(wire)
+		defer clear(wire)
+	}
+	err := protobuf.Unmarshal(wire, m)
 	for _, b := range data {
 		clear(b.ReadOnlyData()) // the receive buffer: written only by the transport, done with now
 	}
@@ -333,6 +348,11 @@ func (p *Provider) key(h int) (*block.Key, error) {
 	if p.blocked != "" {
 		return nil, locked(p.blocked)
 	}
+	if cur, ok := p.entries[h]; !ok || cur != e {
+		// Released while the key was fetched: a key stored in it now
+		// would never be wiped until Close.
+		return nil, fmt.Errorf("byokd: encryptor handle %d was released", h)
+	}
 	if e.key == nil {
 		slot, err := p.slab.alloc()
 		if err != nil {
@@ -478,11 +498,13 @@ func (p *Provider) Release(h int) {
 
 // Close wipes every key and stops watching.
 func (p *Provider) Close() {
-	p.block("closed")
+	// The watcher stops first: an UNLOCKED it read after the block below
+	// would lift it, and keys fetched then would outlive the slab.
 	if p.stop != nil {
 		p.stop()
 		<-p.done
 	}
+	p.block("closed")
 	p.conn.Close()
 	p.mu.Lock()
 	p.slab.destroy()

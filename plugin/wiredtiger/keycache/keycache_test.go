@@ -12,6 +12,10 @@ import (
 	"time"
 
 	kp "github.com/IBM/keyprotect-go-client"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	protobuf "google.golang.org/protobuf/proto"
 
 	"github.com/byokd/byokd/crypto/block"
 	"github.com/byokd/byokd/internal/testenv"
@@ -307,4 +311,121 @@ func BenchmarkStrict(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestReleaseDuringAFetchKeepsNoKey: an encryptor released while its key is
+// being fetched (WiredTiger ends a table's encryptor while a page of it is
+// written) must not keep that key in a slot nobody wipes until Close.
+func TestReleaseDuringAFetchKeepsNoKey(t *testing.T) {
+	_, _, b := start(t)
+	p, err := Open(b.Socket, Release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	unlocked := &pb.StatusResponse{State: pb.State_STATE_UNLOCKED}
+	for i := 0; i < 300; i++ {
+		h, err := p.Customize(fmt.Sprintf("table:t%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Lock and unlock, so that the next use fetches the key again.
+		p.block("test")
+		p.setState(unlocked)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = p.Encrypt(h, make([]byte, 64), make([]byte, 64+block.Overhead))
+		}()
+		time.Sleep(time.Duration(i%20) * 10 * time.Microsecond)
+		p.Release(h)
+		<-done
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	size, _ := block.StateSize()
+	size = (size + 63) &^ 63
+	total := 0
+	for _, c := range p.slab.chunks {
+		total += len(c.Bytes()) / size
+	}
+	held := 0
+	for _, e := range p.entries {
+		if e.slot != nil {
+			held++
+		}
+	}
+	if total != len(p.slab.freed)+held {
+		t.Fatalf("%d key slots, %d free, %d held by encryptors: %d hold a key nobody will wipe",
+			total, len(p.slab.freed), held, total-len(p.slab.freed)-held)
+	}
+}
+
+// TestWipingCodecLeavesNoCopy: a GetDataKey answer that arrives in several
+// receive buffers is decoded without a copy of the key left behind in this
+// process's memory (gRPC's own codec joins the pieces in a buffer it drops
+// unwiped). The test never holds the whole key itself: keyByte makes it.
+func TestWipingCodecLeavesNoCopy(t *testing.T) {
+	keyByte := func(i int) byte { return byte(0x5A ^ (i*29 + 3)) }
+	key := make([]byte, block.KeySize)
+	for i := range key {
+		key[i] = keyByte(i)
+	}
+	wire, err := protobuf.Marshal(&pb.GetDataKeyResponse{Key: key, KeyFingerprint: "f", Generation: 1})
+	clear(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pieces [][]byte
+	var data mem.BufferSlice
+	for rest := wire; len(rest) > 0; {
+		n := min(len(rest), 7)
+		pieces = append(pieces, rest[:n])
+		data = append(data, mem.SliceBuffer(rest[:n]))
+		rest = rest[n:]
+	}
+	var got pb.GetDataKeyResponse
+	codec := wipingCodec{encoding.GetCodecV2(grpcproto.Name)}
+	if err := codec.Unmarshal(data, &got); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	for i, b := range got.GetKey() {
+		if b != keyByte(i) {
+			t.Fatalf("decoded key byte %d wrong", i)
+		}
+	}
+	clear(got.Key)
+	for i, p := range pieces {
+		if !bytes.Equal(p, make([]byte, len(p))) {
+			t.Fatalf("receive buffer %d not wiped", i)
+		}
+	}
+	head := make([]byte, 16)
+	for i := range head {
+		head[i] = keyByte(i)
+	}
+	copies, searched := 0, 0
+	testenv.EachRegion(t, os.Getpid(), func(r testenv.Region, buf []byte) {
+		searched += len(buf)
+		for off := 0; ; {
+			j := bytes.Index(buf[off:], head)
+			if j < 0 {
+				return
+			}
+			off += j + 1
+			whole := off-1+block.KeySize <= len(buf)
+			for i := 16; whole && i < block.KeySize; i++ {
+				whole = buf[off-1+i] == keyByte(i)
+			}
+			if whole {
+				copies++
+			}
+		}
+	}, 1<<30)
+	if searched < 1<<20 {
+		t.Fatalf("searched only %d bytes", searched)
+	}
+	if copies != 0 {
+		t.Fatalf("%d copies of the data key left in this process's memory", copies)
+	}
 }
