@@ -3,6 +3,7 @@ package e2e
 import (
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,10 @@ func TestWiredTigerPluginChecksTheLine(t *testing.T) {
 			[]string{"init returned 95", "cannot tell which WiredTiger loaded it"}},
 		{"string 11.3", []string{`-DSTRING="WiredTiger 11.3.0: (December 1, 2026)"`},
 			[]string{"add_encryptor byokd", "init returned 0"}},
+		// Another library in the process exports wiredtiger_version (11.2):
+		// the plugin asks the object that holds the connection's code.
+		{"string 11.3, another library's 11.2", []string{`-DSTRING="WiredTiger 11.3.0: (December 1, 2026)"`, "-DOTHER"},
+			[]string{"add_encryptor byokd", "init returned 0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := filepath.Join(t.TempDir(), "fakehost")
@@ -73,6 +78,15 @@ func TestWiredTigerPluginChecksTheLine(t *testing.T) {
 			}
 			run := exec.Command(host, lib)
 			run.Env = append(run.Environ(), "FAKEHOST_SOCKET="+b.Socket)
+			if slices.Contains(tc.flags, "-DOTHER") {
+				other := filepath.Join(t.TempDir(), "libother.so")
+				cc := exec.Command("cc", "-Wall", "-shared", "-fPIC", "-DOTHER_LIB", "-o", other, "plugin/wiredtiger/testdata/fakehost.c")
+				cc.Dir = root
+				if out, err := cc.CombinedOutput(); err != nil {
+					t.Fatalf("build the other library: %v\n%s", err, out)
+				}
+				run.Env = append(run.Env, "FAKEHOST_OTHER="+other)
+			}
 			out, err := run.CombinedOutput()
 			if err != nil {
 				t.Fatalf("fake host: %v (a crash means the plugin touched the connection)\n%s", err, out)

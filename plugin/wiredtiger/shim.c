@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <link.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,18 +134,31 @@ static void supported(char *buf, size_t n) {
 }
 
 struct scan {
-	const char *self;
-	int n, major, minor, patch, ambiguous;
+	const void *code; // an address in the object that owns the connection
+	int owner, n, major, minor, patch, ambiguous;
 };
 
+// holds reports whether addr lies in one of an object's loaded segments.
+static int holds(struct dl_phdr_info *info, const void *addr) {
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t lo = (uintptr_t)(info->dlpi_addr + ph->p_vaddr);
+		if (ph->p_type == PT_LOAD && (uintptr_t)addr >= lo && (uintptr_t)addr < lo + ph->p_memsz)
+			return 1;
+	}
+	return 0;
+}
+
 // scan_object looks for WiredTiger's version string ("WiredTiger 11.3.0: (")
-// in the read-only segments of a loaded object other than this library.
+// in the read-only segments of the object that holds the connection's code
+// (libwiredtiger.so, or a database that links WiredTiger statically).
 static int scan_object(struct dl_phdr_info *info, size_t size, void *arg) {
 	static const char pfx[] = "WiredTiger ";
 	struct scan *s = arg;
 	(void)size;
-	if (s->self != NULL && info->dlpi_name != NULL && strcmp(info->dlpi_name, s->self) == 0)
+	if (!holds(info, s->code))
 		return 0;
+	s->owner = 1;
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
 		if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W) || !(ph->p_flags & PF_R))
@@ -165,28 +179,30 @@ static int scan_object(struct dl_phdr_info *info, size_t size, void *arg) {
 			s->major = major, s->minor = minor, s->patch = patch;
 		}
 	}
-	return 0;
+	return 1; // the owner is found: stop
 }
 
 typedef const char *(*version_fn)(int *, int *, int *);
 
-// loaded_version finds which WiredTiger this library was loaded into: its
-// wiredtiger_version when the process exports it (libwiredtiger.so does),
-// else the one version string in the loaded objects (a database that links
-// WiredTiger statically). It returns 0 when it cannot tell.
-static int loaded_version(int *major, int *minor, int *patch, const char **how) {
-	Dl_info self;
+// loaded_version finds which WiredTiger the connection belongs to, asking
+// only the object that holds the connection's code (code: one of its
+// methods), whatever else the process has loaded: that object's
+// wiredtiger_version when it exports one (libwiredtiger.so does), else the
+// one version string in it (a database that links WiredTiger statically).
+// It returns 0 when it cannot tell.
+static int loaded_version(const void *code, int *major, int *minor, int *patch, const char **how) {
+	Dl_info owner, found;
+	if (code == NULL || dladdr(code, &owner) == 0)
+		return 0;
 	version_fn f = (version_fn)dlsym(RTLD_DEFAULT, "wiredtiger_version");
-	if (f != NULL) {
+	if (f != NULL && dladdr((void *)f, &found) != 0 && found.dli_fbase == owner.dli_fbase) {
 		(void)f(major, minor, patch);
 		*how = "wiredtiger_version";
 		return 1;
 	}
-	struct scan s = {0};
-	if (dladdr((void *)loaded_version, &self) != 0)
-		s.self = self.dli_fname;
+	struct scan s = {.code = code};
 	(void)dl_iterate_phdr(scan_object, &s);
-	if (s.n == 0 || s.ambiguous)
+	if (!s.owner || s.n == 0 || s.ambiguous)
 		return 0;
 	*major = s.major, *minor = s.minor, *patch = s.patch;
 	*how = "its version string";
@@ -214,7 +230,9 @@ int wiredtiger_extension_init(WT_CONNECTION *connection, WT_CONFIG_ARG *config) 
 	int major = 0, minor = 0, patch = 0, ret;
 
 	supported(list, sizeof(list));
-	if (!loaded_version(&major, &minor, &patch, &how)) {
+	// Slot 0 is a method in every line (async_flush in 3.2, close since):
+	// its address names the object that implements this connection.
+	if (!loaded_version(method(connection, 0), &major, &minor, &patch, &how)) {
 		fprintf(stderr,
 		    "byokd: libbyokd-wiredtiger.so cannot tell which WiredTiger loaded it (no wiredtiger_version, no single "
 		    "version string): not registering the byokd encryptor; it supports WiredTiger %s\n",

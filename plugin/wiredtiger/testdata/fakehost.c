@@ -6,6 +6,11 @@
 //   -DSTRING=\"WiredTiger 11.3.0: (...)\"  no wiredtiger_version; the version string in
 //                                     its read-only data, as a static mongod has
 //   -DSTRING=... -DSTRING2=...        two version strings
+//   -DOTHER                           exports wiredtiger_version from the library
+//                                     named by $FAKEHOST_OTHER (built from this
+//                                     file with -DOTHER_LIB -shared), loaded first
+//                                     and globally: a WiredTiger other than the
+//                                     one whose connection the plugin gets
 // and runs: fakehost PLUGIN.so. It prints "init returned N" and, when the
 // plugin registered an encryptor, "add_encryptor NAME".
 #include <dlfcn.h>
@@ -14,6 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef OTHER_LIB
+const char *wiredtiger_version(int *major, int *minor, int *patch) {
+	*major = 11, *minor = 2, *patch = 0;
+	return "WiredTiger 11.2.0: (another library)";
+}
+#else
 #ifdef EXPORTED
 const char *wiredtiger_version(int *major, int *minor, int *patch) {
 	sscanf(EXPORTED, "%d.%d.%d", major, minor, patch);
@@ -87,6 +98,12 @@ int main(int argc, char **argv) {
 	api.conn = connection;
 	api.err_printf = err_printf;
 	api.config_get = config_get;
+#ifdef OTHER
+	if (dlopen(getenv("FAKEHOST_OTHER"), RTLD_NOW | RTLD_GLOBAL) == NULL) {
+		fprintf(stderr, "dlopen other: %s\n", dlerror());
+		return 2;
+	}
+#endif
 	void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
 	if (h == NULL) {
 		fprintf(stderr, "dlopen: %s\n", dlerror());
@@ -98,3 +115,4 @@ int main(int argc, char **argv) {
 	printf("init returned %d\n", init(connection, (void *)1));
 	return 0;
 }
+#endif // OTHER_LIB
