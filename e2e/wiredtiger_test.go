@@ -361,10 +361,13 @@ func TestWiredTigerRefusesAProcessByokdDoesNotAllow(t *testing.T) {
 
 // killWhen starts a writer that prints "<prefix>N" as N rows become
 // durable, kills it (SIGKILL) once N reaches killAt, and returns the last N
-// it printed (from when it prints none).
+// it printed. A writer that ends before it reaches killAt fails the test:
+// it was not killed while writing.
 func killWhen(t *testing.T, cmd *exec.Cmd, prefix string, from, killAt int) int {
 	t.Helper()
 	out, _ := cmd.StdoutPipe()
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +382,10 @@ func killWhen(t *testing.T, cmd *exec.Cmd, prefix string, from, killAt int) int 
 		}
 	}
 	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
+	err := cmd.Wait()
+	if n < killAt {
+		t.Fatalf("the writer ended at %d of %d rows before it was killed: %v\n%s", n, killAt, err, stderr.String())
+	}
 	return n
 }
 

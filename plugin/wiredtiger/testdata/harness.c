@@ -57,7 +57,8 @@ static double now(void) {
 static void value_for(char *buf, const char *marker, long i) {
 	memset(buf, 'v', VALUE_SIZE);
 	int n = snprintf(buf, VALUE_SIZE, "%s-%08ld-", marker, i);
-	buf[n] = 'v';
+	if (n >= 0 && n < VALUE_SIZE - 1)
+		buf[n] = 'v';
 	buf[VALUE_SIZE - 1] = '\0';
 }
 
@@ -111,20 +112,24 @@ static int insert(WT_SESSION *s, const char *table, long from, long n, const cha
 }
 
 // scan reads every row; *count gets the number, *bad the rows whose value is
-// not what insert wrote (when marker is not NULL).
-static int scan(WT_SESSION *s, const char *table, const char *marker, long *count, long *bad) {
+// not what insert wrote (when marker is not NULL), *below the rows whose
+// number is below limit (keys are unique: limit of them means none missing).
+static int scan(WT_SESSION *s, const char *table, const char *marker, long limit, long *count, long *bad, long *below) {
 	WT_CURSOR *c;
 	const char *k, *v;
 	char want[VALUE_SIZE];
 	int r;
-	*count = *bad = 0;
+	*count = *bad = *below = 0;
 	if ((r = s->open_cursor(s, table, NULL, NULL, &c)) != 0)
 		return r;
 	while ((r = c->next(c)) == 0) {
 		if ((r = c->get_key(c, &k)) != 0 || (r = c->get_value(c, &v)) != 0)
 			break;
+		long id = atol(k + 3);
+		if (id >= 0 && id < limit)
+			(*below)++;
 		if (marker != NULL) {
-			value_for(want, marker, atol(k + 3));
+			value_for(want, marker, id);
 			if (strcmp(v, want) != 0)
 				(*bad)++;
 		}
@@ -151,18 +156,19 @@ int main(int argc, char **argv) {
 		CHECK(s->checkpoint(s, NULL));
 		printf("inserted %ld\n", atol(argv[6]));
 	} else if (strcmp(cmd, "verify") == 0 && argc == 7) {
-		long count, bad;
-		CHECK(scan(s, table, argv[6], &count, &bad));
+		long count, bad, below;
 		int atleast = argv[5][0] == '+';
 		long want = atol(argv[5] + atleast);
-		if ((atleast ? count < want : count != want) || bad != 0) {
-			printf("mismatch: %ld rows, %ld bad, want %s\n", count, bad, argv[5]);
+		CHECK(scan(s, table, argv[6], want, &count, &bad, &below));
+		// Rows 0..want-1 all there, and with +N nothing else but more rows.
+		if (below != want || (!atleast && count != want) || bad != 0) {
+			printf("mismatch: %ld rows (%ld of the first %ld), %ld bad, want %s\n", count, below, want, bad, argv[5]);
 			return 1;
 		}
 		printf("verified %ld\n", count);
 	} else if (strcmp(cmd, "hold") == 0) {
 		char line[256], marker[64];
-		long from, n, count, bad;
+		long from, n, count, bad, below;
 		printf("ready\n");
 		fflush(stdout);
 		while (fgets(line, sizeof(line), stdin) != NULL) {
@@ -176,7 +182,7 @@ int main(int argc, char **argv) {
 				if ((r = s->checkpoint(s, NULL)) == 0)
 					printf("ok checkpoint\n");
 			} else if (strncmp(line, "scan", 4) == 0) {
-				if ((r = scan(s, table, NULL, &count, &bad)) == 0)
+				if ((r = scan(s, table, NULL, 0, &count, &bad, &below)) == 0)
 					printf("ok scanned %ld\n", count);
 			} else if (strncmp(line, "quit", 4) == 0) {
 				break;
@@ -193,7 +199,7 @@ int main(int argc, char **argv) {
 		printf("closed %d\n", r);
 		return 0;
 	} else if (strcmp(cmd, "bench") == 0 && argc == 7) {
-		long n = atol(argv[6]), count, bad;
+		long n = atol(argv[6]), count, bad, below;
 		create(s, table, argv[5]);
 		double t0 = now();
 		CHECK(insert(s, table, 0, n, "bench"));
@@ -205,9 +211,9 @@ int main(int argc, char **argv) {
 		CHECK(wiredtiger_open(dir, &events, config, &conn));
 		CHECK(conn->open_session(conn, NULL, NULL, &s));
 		double t2 = now();
-		CHECK(scan(s, table, "bench", &count, &bad));
+		CHECK(scan(s, table, "bench", n, &count, &bad, &below));
 		double t3 = now();
-		if (count != n || bad != 0) {
+		if (count != n || below != n || bad != 0) {
 			printf("mismatch: %ld rows, %ld bad\n", count, bad);
 			return 1;
 		}

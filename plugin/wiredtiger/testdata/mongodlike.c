@@ -62,7 +62,8 @@ static WT_EVENT_HANDLER events = {.handle_error = handle_error, .handle_message 
 static void doc(char *buf, const char *marker, int64_t id) {
 	memset(buf, 'd', DOC_SIZE);
 	int n = snprintf(buf, DOC_SIZE, "{_id: %" PRId64 ", note: \"%s-%010" PRId64 "\"}", id, marker, id);
-	buf[n] = ' ';
+	if (n >= 0 && n < DOC_SIZE)
+		buf[n] = ' ';
 }
 
 // index_key is the _id index's key of a document: the marker and the id.
@@ -118,14 +119,16 @@ static int write_docs(WT_CONNECTION *conn, WT_SESSION *s, int64_t from, int64_t 
 }
 
 // scan reads every document and its index entry back; with a marker it
-// checks them: *bad counts documents or entries that differ.
-static int scan(WT_SESSION *s, const char *marker, int64_t *count, int64_t *bad) {
+// checks them: *bad counts documents or entries that differ, *below the
+// documents whose id is below limit (ids are unique: limit of them means
+// none is missing).
+static int scan(WT_SESSION *s, const char *marker, int64_t limit, int64_t *count, int64_t *bad, int64_t *below) {
 	WT_CURSOR *c, *ix;
 	WT_ITEM v, rid, key;
 	int64_t rec;
 	char want[DOC_SIZE], k[64];
 	int r;
-	*count = *bad = 0;
+	*count = *bad = *below = 0;
 	if ((r = s->open_cursor(s, COLL, NULL, NULL, &c)) != 0)
 		return r;
 	if ((r = s->open_cursor(s, INDEX, NULL, NULL, &ix)) != 0)
@@ -134,6 +137,8 @@ static int scan(WT_SESSION *s, const char *marker, int64_t *count, int64_t *bad)
 		if ((r = c->get_key(c, &rec)) != 0 || (r = c->get_value(c, &v)) != 0)
 			break;
 		(*count)++;
+		if (rec - 1 >= 0 && rec - 1 < limit)
+			(*below)++;
 		if (marker == NULL)
 			continue;
 		doc(want, marker, rec - 1);
@@ -180,18 +185,19 @@ int main(int argc, char **argv) {
 		CHECK(write_docs(conn, s, atoll(argv[6]), atoll(argv[7]), argv[8]));
 		printf("loaded %s\n", argv[7]);
 	} else if (strcmp(cmd, "verify") == 0 && argc == 8) {
-		int64_t count, bad;
-		CHECK(scan(s, argv[7], &count, &bad));
+		int64_t count, bad, below;
 		int atleast = argv[6][0] == '+';
 		int64_t want = atoll(argv[6] + atleast);
-		if ((atleast ? count < want : count != want) || bad != 0) {
-			printf("mismatch: %" PRId64 " documents, %" PRId64 " bad, want %s\n", count, bad, argv[6]);
+		CHECK(scan(s, argv[7], want, &count, &bad, &below));
+		// Documents 0..want-1 all there, and with +N nothing else but more.
+		if (below != want || (!atleast && count != want) || bad != 0) {
+			printf("mismatch: %" PRId64 " documents (%" PRId64 " of the first %" PRId64 "), %" PRId64 " bad, want %s\n", count, below, want, bad, argv[6]);
 			return 1;
 		}
 		printf("verified %" PRId64 "\n", count);
 	} else if (strcmp(cmd, "hold") == 0) {
 		char line[256], marker[64];
-		int64_t from, n, count, bad;
+		int64_t from, n, count, bad, below;
 		printf("ready\n");
 		fflush(stdout);
 		while (fgets(line, sizeof(line), stdin) != NULL) {
@@ -204,7 +210,7 @@ int main(int argc, char **argv) {
 				if ((r = s->checkpoint(s, NULL)) == 0)
 					printf("ok checkpoint\n");
 			} else if (strncmp(line, "scan", 4) == 0) {
-				if ((r = scan(s, NULL, &count, &bad)) == 0)
+				if ((r = scan(s, NULL, 0, &count, &bad, &below)) == 0)
 					printf("ok scanned %" PRId64 "\n", count);
 			} else if (strncmp(line, "quit", 4) == 0) {
 				break;
