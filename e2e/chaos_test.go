@@ -109,7 +109,7 @@ func TestChaos(t *testing.T) {
 	var calls, failures, badFailures atomic.Int64
 	var firstBad atomic.Value
 	var failMu sync.Mutex
-	var lockedFailures []time.Time // FAILED_PRECONDITION answers: byokd said it was locked
+	var lockedFailures [][2]time.Time // start and end of FAILED_PRECONDITION calls: byokd said it was locked
 	lctx, stopLoad := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for w := range 16 {
@@ -131,7 +131,7 @@ func TestChaos(t *testing.T) {
 					// it serving is a failed call of a serving node.
 					if status.Code(err) == codes.FailedPrecondition {
 						failMu.Lock()
-						lockedFailures = append(lockedFailures, end)
+						lockedFailures = append(lockedFailures, [2]time.Time{start, end})
 						failMu.Unlock()
 					} else if tl.servingThroughout(start, end) {
 						badFailures.Add(1)
@@ -210,10 +210,12 @@ func TestChaos(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	stopLoad()
 	wg.Wait()
-	// Every "locked" answer came between the disable and the unlock.
-	for _, at := range lockedFailures {
-		if at.Before(disabled) || at.After(unlocked) {
-			t.Fatalf("byokd answered locked at %v, outside the lock (%v to %v)", at, disabled, unlocked)
+	// Every "locked" answer came to a call that overlapped the lock: it
+	// ended after the disable and started before the unlock was seen (a
+	// call started just before the unlock may be answered just after it).
+	for _, call := range lockedFailures {
+		if call[1].Before(disabled) || call[0].After(unlocked) {
+			t.Fatalf("byokd answered locked to a call from %v to %v, outside the lock (%v to %v)", call[0], call[1], disabled, unlocked)
 		}
 	}
 	t.Logf("%d key calls, %d failed (all while locked)", calls.Load(), failures.Load())
