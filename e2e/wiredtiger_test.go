@@ -265,7 +265,7 @@ func TestWiredTigerLocksWithByokd(t *testing.T) {
 
 		t.Run("writes fail", func(t *testing.T) {
 			h := hold(t, w, "release", "table:t")
-			if r := h.do(t, "insert 100000 10 "+marker); !strings.HasPrefix(r, "ok") {
+			if r := h.do(t, "insert 20000 10 "+marker); !strings.HasPrefix(r, "ok") {
 				t.Fatalf("insert while unlocked: %s", r)
 			}
 			if r := h.do(t, "checkpoint"); r != "ok checkpoint" {
