@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/byokd/byokd/client/keyprovider"
 	"github.com/byokd/byokd/internal/testenv"
 	"github.com/byokd/byokd/kpemu"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
@@ -44,11 +45,11 @@ func (tl *timeline) servingThroughout(from, to time.Time) bool {
 		switch {
 		case !at.After(from):
 			cur = tl.states[i]
-		case !at.After(to) && !serving(tl.states[i]):
+		case !at.After(to) && !keyprovider.Serving(tl.states[i]):
 			return false
 		}
 	}
-	return serving(cur)
+	return keyprovider.Serving(cur)
 }
 
 func (tl *timeline) saw(state pb.State, from, to time.Time) bool {
@@ -61,8 +62,6 @@ func (tl *timeline) saw(state pb.State, from, to time.Time) bool {
 	}
 	return false
 }
-
-func serving(s pb.State) bool { return s == pb.State_STATE_UNLOCKED || s == pb.State_STATE_DEGRADED }
 
 // TestChaos keeps 16 clients calling GetDataKey while Key Protect misbehaves:
 // latency, 5xx, 429 with Retry-After, resets, then an outage shorter than

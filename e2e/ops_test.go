@@ -200,3 +200,23 @@ listen = ""
 		t.Fatalf("check-config of a world-writable file: %v %s", err, out)
 	}
 }
+
+// TestByokctlTakesARelativeSocket: byokctl --socket takes a path relative to
+// its working directory, as typed in a checkout (.dev/keyprovider.sock,
+// ./.dev/keyprovider.sock), as well as an absolute one; a relative path was
+// read as a host name ("invalid (non-empty) authority: .dev").
+func TestByokctlTakesARelativeSocket(t *testing.T) {
+	k := testenv.StartKP(t)
+	root := k.RootKey(t, "node-root")
+	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true})
+	b.WaitState(t, b.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
+	dir, base := filepath.Dir(filepath.Dir(b.Socket)), filepath.Join(filepath.Base(filepath.Dir(b.Socket)), filepath.Base(b.Socket))
+	for _, socket := range []string{base, "./" + base, b.Socket} {
+		cmd := exec.Command(filepath.Join(testenv.Binaries(t), "byokctl"), "--socket", socket, "status", "--json")
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"state":"UNLOCKED"`) {
+			t.Fatalf("byokctl --socket %s status (in %s): %v\n%s", socket, dir, err, out)
+		}
+	}
+}

@@ -10,14 +10,13 @@ import (
 	"time"
 
 	kp "github.com/IBM/keyprotect-go-client"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/node"
 	"github.com/byokd/byokd/agent/server"
+	"github.com/byokd/byokd/client/keyprovider"
 	"github.com/byokd/byokd/crypto/seal/tpm"
 	"github.com/byokd/byokd/internal/testenv"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
@@ -67,12 +66,11 @@ func TestHungTPMFailsTheWipeTruthfullyAndNeverBlocksStatus(t *testing.T) {
 			t.Logf("node logs:\n%s", logs)
 		}
 	})
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := keyprovider.Dial(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	c := pb.NewKeyProviderServiceClient(conn)
+	defer c.Close()
 	waitNode(t, n, func(st lock.Status) bool { return st.State == lock.Unlocked }, 15*time.Second)
 	if _, err := c.GetDataKey(ctx, &pb.GetDataKeyRequest{KeyId: "t"}); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/byokd/byokd/client/keyprovider"
 )
 
 // DefaultPath is where byokd reads its configuration unless told otherwise.
@@ -183,10 +185,10 @@ func defaults() *Config {
 		},
 		Sealer: Sealer{Backend: "auto", TPMDevice: "/dev/tpmrm0"},
 		Socket: Socket{
-			Path:  "/run/byokd/keyprovider.sock",
+			Path:  keyprovider.DefaultSocket,
 			Mode:  0o660,
 			Group: "byokd-clients",
-			Modes: []string{"release"},
+			Modes: []string{string(keyprovider.Release)},
 		},
 		Ops: Ops{Listen: "127.0.0.1:9464"},
 		Log: Log{Level: "info", Format: "json"},

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/byokd/byokd/client/keyprovider"
 )
 
 // validator checks decoded values and locates each problem with the lines
@@ -176,11 +178,11 @@ func (v *validator) socket(s *Socket) {
 		}
 	}
 	if len(s.Modes) == 0 {
-		v.fail("socket.modes", `must name at least one of "release" and "strict"`)
+		v.fail("socket.modes", "must name at least one of %q and %q", keyprovider.Release, keyprovider.Strict)
 	}
 	for i, m := range s.Modes {
 		key := fmt.Sprintf("socket.modes[%d]", i)
-		if v.oneOf(key, m, "release", "strict") && slices.Index(s.Modes, m) < i {
+		if v.oneOf(key, m, string(keyprovider.Release), string(keyprovider.Strict)) && slices.Index(s.Modes, m) < i {
 			v.fail(key, "%q is listed twice", m)
 		}
 	}

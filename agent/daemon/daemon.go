@@ -23,10 +23,8 @@ import (
 	"github.com/byokd/byokd/agent/server"
 	"github.com/byokd/byokd/crypto/secmem"
 	"github.com/byokd/byokd/internal/task"
+	"github.com/byokd/byokd/version"
 )
-
-// Version is set at build time.
-var Version = "dev"
 
 // Options are what main adds to the config.
 type Options struct {
@@ -97,7 +95,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	}
 	defer n.Close()
 	st := n.Machine.Status()
-	log.Info("byokd serving", "version", Version, "socket", cfg.Socket.Path, "socket_activated", activated, "ops", n.Addr(),
+	log.Info("byokd serving", "version", version.Version, "socket", cfg.Socket.Path, "socket_activated", activated, "ops", n.Addr(),
 		"sealer", st.Sealer, "root_key_id", cfg.KeyProtect.RootKeyID, "instance_id", cfg.KeyProtect.InstanceID,
 		"cluster_id", cfg.ClusterID)
 	sd.Ready(statusLine(st))

@@ -24,6 +24,7 @@ import (
 	"github.com/byokd/byokd/agent/ops"
 	"github.com/byokd/byokd/agent/server"
 	"github.com/byokd/byokd/agent/wdek"
+	"github.com/byokd/byokd/client/keyprovider"
 	"github.com/byokd/byokd/crypto/seal"
 	"github.com/byokd/byokd/crypto/seal/cpacf"
 	"github.com/byokd/byokd/crypto/seal/tpm"
@@ -155,8 +156,8 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 	if deps.Listener != nil {
 		var release, strict bool
 		for _, m := range cfg.Socket.Modes {
-			release = release || m == "release"
-			strict = strict || m == "strict"
+			release = release || m == string(keyprovider.Release)
+			strict = strict || m == string(keyprovider.Strict)
 		}
 		n.Server = server.New(server.Config{
 			ClusterID: cfg.ClusterID, Keys: n.sealer, Machine: n.Machine, Release: release, Strict: strict, Log: log, Metrics: mt,

@@ -27,6 +27,7 @@ import (
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/metrics"
 	"github.com/byokd/byokd/agent/wdek"
+	"github.com/byokd/byokd/client/keyprovider"
 	"github.com/byokd/byokd/crypto/block"
 	"github.com/byokd/byokd/crypto/datakey"
 	"github.com/byokd/byokd/crypto/seal"
@@ -435,10 +436,10 @@ func (s *Server) statusProto(st lock.Status) *pb.StatusResponse {
 		r.LastCheck = timestamppb.New(st.LastCheck)
 	}
 	if s.cfg.Release {
-		r.Modes = append(r.Modes, "release")
+		r.Modes = append(r.Modes, string(keyprovider.Release))
 	}
 	if s.cfg.Strict {
-		r.Modes = append(r.Modes, "strict")
+		r.Modes = append(r.Modes, string(keyprovider.Strict))
 	}
 	return r
 }

@@ -3,6 +3,9 @@ package server
 import (
 	"strings"
 	"testing"
+
+	"github.com/byokd/byokd/agent/lock"
+	"github.com/byokd/byokd/client/keyprovider"
 )
 
 func TestValidKeyID(t *testing.T) {
@@ -65,4 +68,22 @@ func FuzzValidKeyID(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestServingStatesAgree: a client decides whether byokd serves keys from
+// the state on the wire (keyprovider.Serving); the server decides from its
+// own (lock.State.Serving). Every state maps, and both say the same.
+func TestServingStatesAgree(t *testing.T) {
+	for s := lock.Starting; s <= lock.Locked; s++ {
+		p, ok := stateProto[s]
+		if !ok {
+			t.Fatalf("%v has no wire state", s)
+		}
+		if s.Serving() != keyprovider.Serving(p) {
+			t.Errorf("%v serves: %v; on the wire (%v): %v", s, s.Serving(), p, keyprovider.Serving(p))
+		}
+	}
+	if len(stateProto) != int(lock.Locked) {
+		t.Fatalf("%d states map to the wire, want %d", len(stateProto), lock.Locked)
+	}
 }

@@ -17,13 +17,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/byokd/byokd/agent/config"
-	"github.com/byokd/byokd/agent/daemon"
+	"github.com/byokd/byokd/client/keyprovider"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
+	"github.com/byokd/byokd/version"
 )
 
 const usage = `usage: byokctl [--socket PATH] COMMAND
@@ -87,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
 	case "version":
-		fmt.Fprintln(stdout, "byokctl", daemon.Version)
+		fmt.Fprintln(stdout, "byokctl", version.Version)
 		return nil
 	case "check-config":
 		return checkConfig(rest, stdout)
@@ -100,24 +99,24 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if path == "" {
 		path = defaultSocket()
 	}
-	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := keyprovider.Dial(path)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", path, err)
+		return err
 	}
-	defer conn.Close()
+	defer c.Close()
 	switch cmd {
 	case "status":
-		return status(conn, rest, stdout)
+		return status(c, rest, stdout)
 	case "watch":
-		return watch(conn, rest, stdout)
+		return watch(c, rest, stdout)
 	case "health":
-		return health(conn, rest, stdout)
+		return health(c, rest, stdout)
 	case "accept-key":
-		return acceptKey(conn, rest, stdout)
+		return acceptKey(c, rest, stdout)
 	case "forget-key":
-		return forgetKey(conn, rest, stdout)
+		return forgetKey(c, rest, stdout)
 	default:
-		return wait(conn, rest, stdout)
+		return wait(c, rest, stdout)
 	}
 }
 
@@ -137,7 +136,7 @@ func defaultSocket() string {
 			dir = parent
 		}
 	}
-	return "/run/byokd/keyprovider.sock"
+	return keyprovider.DefaultSocket
 }
 
 type statusJSON struct {
@@ -222,7 +221,7 @@ func printStatus(w io.Writer, s *pb.StatusResponse, asJSON bool) error {
 	return tw.Flush()
 }
 
-func status(conn *grpc.ClientConn, args []string, w io.Writer) error {
+func status(c *keyprovider.Client, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
@@ -230,20 +229,20 @@ func status(conn *grpc.ClientConn, args []string, w io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := pb.NewKeyProviderServiceClient(conn).Status(ctx, &pb.StatusRequest{})
+	s, err := c.Status(ctx, &pb.StatusRequest{})
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
 	return printStatus(w, s, *asJSON)
 }
 
-func watch(conn *grpc.ClientConn, args []string, w io.Writer) error {
+func watch(c *keyprovider.Client, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print one JSON object per change")
 	if err := fs.Parse(args); err != nil {
 		return &exitError{code: 2}
 	}
-	stream, err := pb.NewKeyProviderServiceClient(conn).Watch(context.Background(), &pb.WatchRequest{})
+	stream, err := c.Watch(context.Background(), &pb.WatchRequest{})
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
@@ -263,13 +262,13 @@ func watch(conn *grpc.ClientConn, args []string, w io.Writer) error {
 	}
 }
 
-func health(conn *grpc.ClientConn, args []string, w io.Writer) error {
+func health(c *keyprovider.Client, args []string, w io.Writer) error {
 	if len(args) > 0 {
 		return &exitError{code: 2, msg: "health takes no arguments"}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	r, err := healthpb.NewHealthClient(c.Conn()).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
 		return &exitError{code: 1, msg: "health: " + err.Error()}
 	}
@@ -280,7 +279,7 @@ func health(conn *grpc.ClientConn, args []string, w io.Writer) error {
 	return nil
 }
 
-func wait(conn *grpc.ClientConn, args []string, w io.Writer) error {
+func wait(c *keyprovider.Client, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("wait", flag.ContinueOnError)
 	unlocked := fs.Bool("unlocked", false, "wait until keys are served (UNLOCKED, or DEGRADED within the offline grace)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: wait forever)")
@@ -296,11 +295,10 @@ func wait(conn *grpc.ClientConn, args []string, w io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	client := pb.NewKeyProviderServiceClient(conn)
 	last := "byokd not reachable"
 	for {
 		// Reconnect until byokd answers: the database unit may start first.
-		stream, err := client.Watch(ctx, &pb.WatchRequest{}, grpc.WaitForReady(true))
+		stream, err := c.Watch(ctx, &pb.WatchRequest{}, grpc.WaitForReady(true))
 		if err == nil {
 			for {
 				m, err := stream.Recv()
@@ -308,7 +306,7 @@ func wait(conn *grpc.ClientConn, args []string, w io.Writer) error {
 					break
 				}
 				st := m.GetStatus().GetState()
-				if st == pb.State_STATE_UNLOCKED || st == pb.State_STATE_DEGRADED {
+				if keyprovider.Serving(st) {
 					fmt.Fprintln(w, strings.TrimPrefix(st.String(), "STATE_"))
 					return nil
 				}
@@ -323,13 +321,13 @@ func wait(conn *grpc.ClientConn, args []string, w io.Writer) error {
 	}
 }
 
-func acceptKey(conn *grpc.ClientConn, args []string, w io.Writer) error {
+func acceptKey(c *keyprovider.Client, args []string, w io.Writer) error {
 	if len(args) != 2 {
 		return &exitError{code: 2, msg: "usage: byokctl accept-key CURRENT OFFERED (the fingerprints byokctl status shows as data key and refused key)"}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := pb.NewKeyProviderServiceClient(conn).AcceptKey(ctx, &pb.AcceptKeyRequest{CurrentFingerprint: args[0], OfferedFingerprint: args[1]})
+	r, err := c.AcceptKey(ctx, &pb.AcceptKeyRequest{CurrentFingerprint: args[0], OfferedFingerprint: args[1]})
 	if err != nil {
 		return &exitError{code: 1, msg: "accept-key: " + grpcMessage(err)}
 	}
@@ -338,13 +336,13 @@ func acceptKey(conn *grpc.ClientConn, args []string, w io.Writer) error {
 	return nil
 }
 
-func forgetKey(conn *grpc.ClientConn, args []string, w io.Writer) error {
+func forgetKey(c *keyprovider.Client, args []string, w io.Writer) error {
 	if len(args) != 1 {
 		return &exitError{code: 2, msg: "usage: byokctl forget-key CURRENT (the fingerprint byokctl status shows as data key)"}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := pb.NewKeyProviderServiceClient(conn).ForgetKey(ctx, &pb.ForgetKeyRequest{CurrentFingerprint: args[0]}); err != nil {
+	if _, err := c.ForgetKey(ctx, &pb.ForgetKeyRequest{CurrentFingerprint: args[0]}); err != nil {
 		return &exitError{code: 1, msg: "forget-key: " + grpcMessage(err)}
 	}
 	fmt.Fprintf(w, "byokd gave up data key %s; data written under it is no longer readable on this node. "+
@@ -355,8 +353,8 @@ func forgetKey(conn *grpc.ClientConn, args []string, w io.Writer) error {
 // grpcMessage is an error's message without gRPC's "rpc error: code = ..."
 // prefix, with the code in words.
 func grpcMessage(err error) string {
-	if st, ok := grpcstatus.FromError(err); ok {
-		return st.Message() + " (" + st.Code().String() + ")"
+	if e, ok := keyprovider.Err(err).(*keyprovider.Error); ok {
+		return e.Msg + " (" + e.Code.String() + ")"
 	}
 	return err.Error()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/daemon"
 	"github.com/byokd/byokd/agent/devmode"
+	"github.com/byokd/byokd/version"
 )
 
 func main() {
@@ -30,15 +31,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("config", config.DefaultPath, "configuration file")
 	dev := fs.Bool("dev", false, "run with an in-process Key Protect emulator and the memory sealer; everything in --dev-dir")
 	devDir := fs.String("dev-dir", ".dev", "the dev folder (with --dev)")
-	version := fs.Bool("version", false, "print the version and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if *version {
-		fmt.Fprintln(stdout, "byokd", daemon.Version)
+	if *showVersion {
+		fmt.Fprintln(stdout, "byokd", version.Version)
 		return nil
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

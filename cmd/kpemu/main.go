@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/byokd/byokd/kpemu"
+	"github.com/byokd/byokd/version"
 )
 
 type multiFlag []string
@@ -49,8 +50,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	month := fs.Duration("month", 30*24*time.Hour, "how long a rotation policy's month lasts (shorten it to see policy rotations)")
 	quiet := fs.Bool("quiet", false, "do not log each request")
 	rateLimit := fs.Float64("rate-limit", 0, "Key Protect requests per second the instance accepts before answering 429 (0: no limit)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "kpemu", version.Version)
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))

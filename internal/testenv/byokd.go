@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/byokd/byokd/client/keyprovider"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
 
@@ -340,17 +340,19 @@ func (b *Byokd) Exited() (bool, error) {
 // Conn is a gRPC connection to byokd's socket, as this test process.
 func (b *Byokd) Conn() *grpc.ClientConn {
 	b.t.Helper()
-	c, err := grpc.NewClient("unix://"+b.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return b.Client().Conn()
+}
+
+// Client is a key provider client of byokd's socket, as this test process;
+// it is closed when the test ends.
+func (b *Byokd) Client() *keyprovider.Client {
+	b.t.Helper()
+	c, err := keyprovider.Dial(b.Socket)
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	b.t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// Client is the key provider client on Conn.
-func (b *Byokd) Client() pb.KeyProviderServiceClient {
-	return pb.NewKeyProviderServiceClient(b.Conn())
 }
 
 // WaitState waits until Status reports want, failing the test after d.

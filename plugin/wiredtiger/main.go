@@ -15,6 +15,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/byokd/byokd/client/keyprovider"
 	"github.com/byokd/byokd/crypto/block"
 	"github.com/byokd/byokd/plugin/wiredtiger/keycache"
 )
@@ -58,7 +59,7 @@ func byokdInit(socket, mode *C.char, msg *C.char, msglen C.int) C.int {
 		// connection to byokd.
 		return 0
 	}
-	p, err := keycache.Open(C.GoString(socket), C.GoString(mode))
+	p, err := keycache.Open(C.GoString(socket), keyprovider.Mode(C.GoString(mode)))
 	if err != nil {
 		setMsg(msg, msglen, err.Error())
 		return C.EACCES

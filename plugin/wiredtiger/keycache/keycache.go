@@ -13,27 +13,16 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/status"
 	protobuf "google.golang.org/protobuf/proto"
 
+	"github.com/byokd/byokd/client/keyprovider"
 	"github.com/byokd/byokd/crypto/block"
 	"github.com/byokd/byokd/crypto/secmem"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
-
-// Modes.
-const (
-	Release = "release"
-	Strict  = "strict"
-)
-
-// DefaultSocket is byokd's socket when the extension config names none.
-const DefaultSocket = "/run/byokd/keyprovider.sock"
 
 // ErrLocked is wrapped by every error caused by the node being locked or
 // byokd being unreachable.
@@ -77,10 +66,9 @@ func (c wipingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 // Provider holds the connection to byokd and the cached keys.
 type Provider struct {
-	mode   string
+	mode   keyprovider.Mode
 	socket string
-	conn   *grpc.ClientConn
-	client pb.KeyProviderServiceClient
+	client *keyprovider.Client
 	stop   context.CancelFunc
 	done   chan struct{}
 
@@ -104,39 +92,39 @@ type entry struct {
 	slot  []byte     // locked memory from the slab
 }
 
-// Open connects to byokd at socket. It fails when byokd does not answer:
-// a database must not open without its keys, and never falls back to
-// plaintext.
-func Open(socket, mode string) (*Provider, error) {
+// Open connects to byokd at socket ("" is the node's socket; a relative
+// path is taken from the database's working directory) in mode ("" is
+// release). It fails when byokd does not answer: a database must not open
+// without its keys, and never falls back to plaintext.
+func Open(socket string, mode keyprovider.Mode) (*Provider, error) {
 	if socket == "" {
-		socket = DefaultSocket
+		socket = keyprovider.DefaultSocket
 	}
 	if mode == "" {
-		mode = Release
+		mode = keyprovider.Release
 	}
-	if mode != Release && mode != Strict {
-		return nil, fmt.Errorf("byokd: mode must be %q or %q, got %q", Release, Strict, mode)
+	if _, err := keyprovider.ParseMode(string(mode)); err != nil {
+		return nil, fmt.Errorf("byokd: %w", err)
 	}
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	client, err := keyprovider.Dial(socket,
 		// Frames are read straight into the buffers the codec wipes: no
 		// read buffer keeps a copy of a data key.
 		grpc.WithReadBufferSize(0),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wipingCodec{encoding.GetCodecV2(proto.Name)}),
 			grpc.MaxCallRecvMsgSize(pb.MaxMessage), grpc.MaxCallSendMsgSize(pb.MaxMessage)))
 	if err != nil {
-		return nil, fmt.Errorf("byokd: connect to %s: %w", socket, err)
+		return nil, fmt.Errorf("byokd: %w", err)
 	}
-	p := &Provider{mode: mode, socket: socket, conn: conn, client: pb.NewKeyProviderServiceClient(conn),
-		entries: map[int]*entry{}, done: make(chan struct{})}
+	p := &Provider{mode: mode, socket: socket, client: client, entries: map[int]*entry{}, done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := p.client.Status(ctx, &pb.StatusRequest{})
 	if err != nil {
-		conn.Close()
+		client.Close()
 		return nil, fmt.Errorf("byokd: cannot reach byokd at %s: %s", socket, describe(err))
 	}
 	if !containsMode(st.GetModes(), mode) {
-		conn.Close()
+		client.Close()
 		return nil, fmt.Errorf("byokd: byokd at %s does not serve %s mode (it serves: %s)", socket, mode, strings.Join(st.GetModes(), ", "))
 	}
 	p.setState(st)
@@ -146,9 +134,9 @@ func Open(socket, mode string) (*Provider, error) {
 	return p, nil
 }
 
-func containsMode(ms []string, m string) bool {
+func containsMode(ms []string, m keyprovider.Mode) bool {
 	for _, x := range ms {
-		if x == m {
+		if x == string(m) {
 			return true
 		}
 	}
@@ -156,17 +144,10 @@ func containsMode(ms []string, m string) bool {
 }
 
 // Mode is release or strict.
-func (p *Provider) Mode() string { return p.mode }
+func (p *Provider) Mode() keyprovider.Mode { return p.mode }
 
 // describe turns a gRPC error into a short phrase.
-func describe(err error) string {
-	if s, ok := status.FromError(err); ok {
-		return s.Message()
-	}
-	return err.Error()
-}
-
-func serving(s pb.State) bool { return s == pb.State_STATE_UNLOCKED || s == pb.State_STATE_DEGRADED }
+func describe(err error) string { return keyprovider.Err(err).Error() }
 
 // setState applies a status from byokd: a lock wipes every cached key at
 // once; an unlock lets keys be fetched again on next use.
@@ -175,7 +156,7 @@ func (p *Provider) setState(st *pb.StatusResponse) {
 		p.block(why)
 		return
 	}
-	if serving(st.GetState()) {
+	if keyprovider.Serving(st.GetState()) {
 		p.mu.Lock()
 		if p.changed == "" {
 			p.blocked = ""
@@ -281,7 +262,7 @@ func (p *Provider) Customize(keyID string) (int, error) {
 	p.entries[h] = &entry{keyID: keyID}
 	p.mu.Unlock()
 	var err error
-	if p.mode == Release {
+	if p.mode == keyprovider.Release {
 		_, err = p.key(h)
 	} else {
 		err = p.check()
@@ -329,7 +310,7 @@ func (p *Provider) key(h int) (*block.Key, error) {
 	defer cancel()
 	r, err := p.client.GetDataKey(ctx, &pb.GetDataKeyRequest{KeyId: keyID})
 	if err != nil {
-		if status.Code(err) == codes.FailedPrecondition {
+		if errors.Is(keyprovider.Err(err), keyprovider.ErrLocked) {
 			return nil, locked(describe(err))
 		}
 		return nil, fmt.Errorf("byokd: get data key for %q: %s", keyID, describe(err))
@@ -377,7 +358,7 @@ func (p *Provider) Encrypt(h int, src, dst []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if p.mode == Strict {
+	if p.mode == keyprovider.Strict {
 		if err := p.check(); err != nil {
 			return 0, err
 		}
@@ -430,7 +411,7 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 	if len(dst) < n {
 		return 0, fmt.Errorf("byokd: a block of %d plaintext bytes does not fit %d bytes", n, len(dst))
 	}
-	if p.mode == Strict {
+	if p.mode == keyprovider.Strict {
 		if err := p.check(); err != nil {
 			return 0, err
 		}
@@ -477,11 +458,12 @@ func (p *Provider) keyID(h int) (string, error) {
 }
 
 func (p *Provider) rpcErr(op string, err error) error {
-	switch status.Code(err) {
-	case codes.FailedPrecondition:
-		return locked(describe(err))
-	case codes.Unavailable:
-		return locked("byokd unreachable: " + describe(err))
+	err = keyprovider.Err(err)
+	switch {
+	case errors.Is(err, keyprovider.ErrLocked):
+		return locked(err.Error())
+	case errors.Is(err, keyprovider.ErrUnavailable):
+		return locked("byokd unreachable: " + err.Error())
 	}
 	return fmt.Errorf("byokd: %s: %s", op, describe(err))
 }
@@ -505,7 +487,7 @@ func (p *Provider) Close() {
 		<-p.done
 	}
 	p.block("closed")
-	p.conn.Close()
+	p.client.Close()
 	p.mu.Lock()
 	p.slab.destroy()
 	p.mu.Unlock()

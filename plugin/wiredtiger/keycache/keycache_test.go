@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/mem"
 	protobuf "google.golang.org/protobuf/proto"
 
+	"github.com/byokd/byokd/client/keyprovider"
 	"github.com/byokd/byokd/crypto/block"
 	"github.com/byokd/byokd/internal/testenv"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
@@ -36,8 +37,8 @@ func start(t testing.TB) (*testenv.KP, string, *testenv.Byokd) {
 // fail to decrypt, in both modes, and never yield garbage.
 func TestBlocksDoNotOpenElsewhere(t *testing.T) {
 	_, _, b := start(t)
-	for _, mode := range []string{Release, Strict} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range keyprovider.Modes() {
+		t.Run(string(mode), func(t *testing.T) {
 			p, err := Open(b.Socket, mode)
 			if err != nil {
 				t.Fatal(err)
@@ -89,7 +90,7 @@ func TestBlocksDoNotOpenElsewhere(t *testing.T) {
 // once and calls fail saying why; on UNLOCKED keys are fetched again.
 func TestLockWipesKeysAndUnlockRefetches(t *testing.T) {
 	k, root, b := start(t)
-	p, err := Open(b.Socket, Release)
+	p, err := Open(b.Socket, keyprovider.Release)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func TestLockWipesKeysAndUnlockRefetches(t *testing.T) {
 }
 
 func TestOpenFailsClearly(t *testing.T) {
-	if _, err := Open("/nonexistent/kp.sock", Release); err == nil || !strings.Contains(err.Error(), "cannot reach byokd at /nonexistent/kp.sock") {
+	if _, err := Open("/nonexistent/kp.sock", keyprovider.Release); err == nil || !strings.Contains(err.Error(), "cannot reach byokd at /nonexistent/kp.sock") {
 		t.Fatalf("no byokd: %v", err)
 	}
 	if _, err := Open("/nonexistent/kp.sock", "fast"); err == nil || !strings.Contains(err.Error(), "mode") {
@@ -178,7 +179,7 @@ func TestAKeyOfAnotherGenerationIsRefusedUntilRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var providers []*Provider
-	for _, mode := range []string{Release, Strict} {
+	for _, mode := range keyprovider.Modes() {
 		p, err := Open(a.Socket, mode)
 		if err != nil {
 			t.Fatal(err)
@@ -219,16 +220,16 @@ func TestAKeyOfAnotherGenerationIsRefusedUntilRestart(t *testing.T) {
 			}
 		}
 		if !errors.Is(err, ErrLocked) || !strings.Contains(fmt.Sprint(err), otherSt.GetKeyFingerprint()+" (generation 2)") {
-			t.Fatalf("%s provider after the key changed: %v, want a refusal naming the new key", []string{Release, Strict}[i], err)
+			t.Fatalf("%s provider after the key changed: %v, want a refusal naming the new key", keyprovider.Modes()[i], err)
 		}
 		// It stays refused: byokd serves keys again, but not this
 		// provider's.
 		time.Sleep(200 * time.Millisecond)
 		if _, err := p.Encrypt(1, []byte("page"), make([]byte, 4+block.Overhead)); !errors.Is(err, ErrLocked) {
-			t.Fatalf("%s provider serves again: %v", []string{Release, Strict}[i], err)
+			t.Fatalf("%s provider serves again: %v", keyprovider.Modes()[i], err)
 		}
 	}
-	p, err := Open(a.Socket, Release)
+	p, err := Open(a.Socket, keyprovider.Release)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +244,7 @@ func TestAKeyOfAnotherGenerationIsRefusedUntilRestart(t *testing.T) {
 // refused by the plugin itself, saying why.
 func TestStrictModeReturnsWhatItAccepts(t *testing.T) {
 	_, _, b := start(t)
-	p, err := Open(b.Socket, Strict)
+	p, err := Open(b.Socket, keyprovider.Strict)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +276,7 @@ func TestStrictModeReturnsWhatItAccepts(t *testing.T) {
 // costs in strict mode beyond the round trip itself.
 func BenchmarkStrict(b *testing.B) {
 	_, _, bk := start(b)
-	p, err := Open(bk.Socket, Strict)
+	p, err := Open(bk.Socket, keyprovider.Strict)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func BenchmarkStrict(b *testing.B) {
 // written) must not keep that key in a slot nobody wipes until Close.
 func TestReleaseDuringAFetchKeepsNoKey(t *testing.T) {
 	_, _, b := start(t)
-	p, err := Open(b.Socket, Release)
+	p, err := Open(b.Socket, keyprovider.Release)
 	if err != nil {
 		t.Fatal(err)
 	}
