@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin
 FUZZTIME ?= 10s
 ROWS     ?= 1000000
-CMDS     := byokd byokctl kpemu
+CMDS     := byokd byokd-dev byokctl kpemu
 BUF      := $(GO) tool -modfile=tools/buf/go.mod buf
 
 .PHONY: wiredtiger help build build-s390x plugin package check-units test-packages test-s390x chaos crash load soak stress-wiredtiger test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
@@ -15,7 +15,7 @@ build: ## build every command into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
-build-s390x: ## cross-build byokd, byokctl and kpemu for linux/s390x into bin/s390x/
+build-s390x: ## cross-build every command for linux/s390x into bin/s390x/
 	@mkdir -p $(BIN)/s390x
 	CGO_ENABLED=0 GOOS=linux GOARCH=s390x $(GO) build -trimpath -o $(BIN)/s390x/ $(addprefix ./cmd/,$(CMDS))
 
@@ -93,8 +93,8 @@ bench: ## every benchmark against a baseline from the same run, rewrites docs/BE
 bench-wiredtiger: plugin ## 1,000,000 rows of 100 bytes: none, release, strict; writes docs/BENCHMARKS.md's table
 	ROWS=$(ROWS) scripts/bench-wiredtiger
 
-run: build ## byokd --dev: an in-process Key Protect emulator, the memory sealer, everything in .dev/
-	$(BIN)/byokd --dev --dev-dir .dev
+run: build ## bin/byokd-dev: byokd with an in-process Key Protect emulator and the memory sealer, everything in .dev/
+	$(BIN)/byokd-dev --dev-dir .dev
 
 clean: ## remove build output and the dev folder
 	rm -rf $(BIN) dist .dev

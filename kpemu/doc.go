@@ -8,7 +8,7 @@
 // answers errors in the service's JSON shape with the service's status and
 // reason codes, and can inject faults (latency, 5xx, 429, connection resets,
 // outages, refusals of networks, proxies and load balancers) through an admin
-// API under /_kpemu/. It is used by cmd/kpemu,
-// byokd --dev and the tests; it shares no code with byokd's client side, so
-// it can catch that side's mistakes.
+// API under /_kpemu/. It is used by cmd/kpemu, cmd/byokd-dev (make run) and
+// the tests, never by the production byokd; it shares no code with byokd's
+// client side, so it can catch that side's mistakes.
 package kpemu

@@ -45,7 +45,7 @@ Commands:
   version                          print the version
 
 The socket defaults to .dev/keyprovider.sock when run inside a checkout where
-byokd --dev runs, else /run/byokd/keyprovider.sock.`
+byokd-dev (make run) runs, else /run/byokd/keyprovider.sock.`
 
 // exitError carries an exit code for main.
 type exitError struct {
@@ -121,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 // defaultSocket finds .dev/keyprovider.sock in this directory or a parent,
-// for a checkout running byokd --dev.
+// for a checkout running byokd-dev (make run).
 func defaultSocket() string {
 	if dir, err := os.Getwd(); err == nil {
 		for {

@@ -10,11 +10,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/daemon"
-	"github.com/byokd/byokd/agent/devmode"
 	"github.com/byokd/byokd/version"
 )
 
@@ -29,9 +29,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("byokd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration file")
-	dev := fs.Bool("dev", false, "run with an in-process Key Protect emulator and the memory sealer; everything in --dev-dir")
-	devDir := fs.String("dev-dir", ".dev", "the dev folder (with --dev)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	for _, a := range args {
+		// Earlier releases had --dev: say where it went.
+		if name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); strings.HasPrefix(a, "-") && (name == "dev" || name == "dev-dir") {
+			return fmt.Errorf("%s: byokd has no dev mode (the production daemon links no Key Protect emulator); in a checkout, `make run` runs bin/byokd-dev", a)
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,38 +49,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	if !*dev {
-		cfg, err := config.Load(*cfgPath)
-		if err != nil {
-			return err
-		}
-		return daemon.Run(ctx, cfg, daemon.Options{})
-	}
-	log := daemon.NewLogger(config.Log{Level: "info", Format: "text"}, stderr)
-	d, err := devmode.Setup(*devDir, log)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return daemon.Run(ctx, d.Config, daemon.Options{
-		Log: log,
-		Ready: func(socket, opsAddr string) {
-			fmt.Fprintf(stdout, `
-byokd --dev is running. Everything lives in %[1]s/ (delete it to start afresh).
-  Key Protect emulator  %[2]s   (root key %[3]s)
-  key provider socket   %[4]s
-  probes and metrics    http://%[5]s/readyz  /metrics
-
-In a second terminal, from this checkout:
-  bin/byokctl status                 # the node's state; --json for scripts
-  bin/byokctl watch                  # follow every change
-  . %[1]s/kpemu.env                # the emulator's KP_URL, KP_API_KEY, KP_INSTANCE_ID, KP_ROOT_KEY_ID
-  bin/kpemu ctl disable              # disable the root key: the node locks within 2 s
-  bin/kpemu ctl enable               # enable it again: the node unlocks
-  bin/kpemu ctl delete               # delete it: locked (bin/kpemu ctl restore brings it back)
-
-Stop with Ctrl-C.
-`, *devDir, d.Env.URL, d.Env.RootKeyID, socket, opsAddr)
-		},
-	})
+	return daemon.Run(ctx, cfg, daemon.Options{})
 }

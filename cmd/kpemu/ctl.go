@@ -23,7 +23,7 @@ const ctlUsage = `usage: kpemu ctl ACTION [ARG] [KEY]
 Plays the customer against a Key Protect endpoint (the emulator or the real
 service) with the real keyprotect-go-client. Reads KP_URL, KP_API_KEY,
 KP_INSTANCE_ID and, when KEY is left out, KP_ROOT_KEY_ID from the
-environment (byokd --dev writes them to .dev/kpemu.env). KP_TOKEN_URL
+environment (make run writes them to .dev/kpemu.env). KP_TOKEN_URL
 defaults to $KP_URL/identity/token.
 
 Customer actions (any Key Protect endpoint):

@@ -27,7 +27,7 @@ var (
 	buildErr  error
 )
 
-// Binaries builds byokd, byokctl and kpemu once per test process and returns
+// Binaries builds byokd, byokd-dev, byokctl and kpemu once per test process and returns
 // the folder holding them.
 func Binaries(t testing.TB) string {
 	t.Helper()
@@ -46,7 +46,7 @@ func Binaries(t testing.TB) string {
 		if buildErr = os.Chmod(binDir, 0o755); buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/byokd", "./cmd/byokctl", "./cmd/kpemu")
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/byokd", "./cmd/byokd-dev", "./cmd/byokctl", "./cmd/kpemu")
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, b)

@@ -1,6 +1,7 @@
-// Package devmode sets up `byokd --dev`: an in-process Key Protect emulator
-// with a root key, and a config that keeps everything in one dev folder.
-package devmode
+package main
+
+// The dev setup: an in-process Key Protect emulator with a root key, and a
+// config that keeps everything in one dev folder.
 
 import (
 	"bufio"
@@ -93,7 +94,7 @@ func Setup(dir string, log *slog.Logger) (*Dev, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(abs, "byokd.toml")
-	toml := fmt.Sprintf(`# Written by byokd --dev; rewritten at every start.
+	toml := fmt.Sprintf(`# Written by byokd-dev; rewritten at every start.
 cluster_id = "dev"
 
 [keyprotect]
@@ -203,7 +204,7 @@ func readEnv(path string) map[string]string {
 }
 
 func writeEnv(path string, e Env) error {
-	s := fmt.Sprintf("# The emulator byokd --dev runs; source it: . %s\nexport KP_URL='%s'\nexport KP_API_KEY='%s'\nexport KP_INSTANCE_ID='%s'\nexport KP_ROOT_KEY_ID='%s'\n",
+	s := fmt.Sprintf("# The emulator byokd-dev runs; source it: . %s\nexport KP_URL='%s'\nexport KP_API_KEY='%s'\nexport KP_INSTANCE_ID='%s'\nexport KP_ROOT_KEY_ID='%s'\n",
 		path, e.URL, e.APIKey, e.InstanceID, e.RootKeyID)
 	return os.WriteFile(path, []byte(s), 0o600)
 }
