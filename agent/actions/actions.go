@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"sync"
 	"time"
+
+	"github.com/byokd/byokd/agent/audit"
 )
 
 // Action is one command; Command[0] is an absolute path. It runs without a
@@ -57,17 +59,17 @@ func (r *Runner) run(ctx context.Context, a Action, reason string) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	err := cmd.Run()
-	attrs := []any{"event", "audit", "action", "lock_action", "command", a.Command, "reason", reason,
-		"duration", time.Since(start).Round(time.Millisecond), "output", out.String()}
+	fields := []audit.Field{audit.Command(a.Command), audit.Reason(reason),
+		audit.Duration(time.Since(start).Round(time.Millisecond)), audit.Output(out.String())}
 	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
-			r.log.Error("lock action timed out", append(attrs, "timeout", timeout)...)
+			audit.Error(r.log, "lock action timed out", audit.LockAction, append(fields, audit.Timeout(timeout))...)
 			return
 		}
-		r.log.Error("lock action failed", append(attrs, "err", err)...)
+		audit.Error(r.log, "lock action failed", audit.LockAction, append(fields, audit.Err(err))...)
 		return
 	}
-	r.log.Info("lock action ran", attrs...)
+	audit.Info(r.log, "lock action ran", audit.LockAction, fields...)
 }
 
 // limitedBuffer keeps the first maxOutput bytes of a command's output.

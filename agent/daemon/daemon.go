@@ -16,6 +16,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 
+	"github.com/byokd/byokd/agent/audit"
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/node"
@@ -115,7 +116,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		tasks = append(tasks, func(ctx context.Context) error { sd.Watchdog(ctx, wd, n.Alive); return nil })
 	}
 	err = task.Run(ctx, tasks...)
-	log.Info("byokd stopped", "event", "audit", "action", "stop")
+	audit.Info(log, "byokd stopped", audit.Stop)
 	return err
 }
 

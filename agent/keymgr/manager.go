@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/byokd/byokd/agent/audit"
 	"github.com/byokd/byokd/agent/keyprotect"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/metrics"
@@ -119,7 +120,7 @@ type refusal struct {
 // another key, is refused by Key Protect, or is missing. It is retried only
 // when the file changes (stamp) or an operator acts.
 type sticky struct {
-	cause   string
+	cause   audit.Action // the lock's cause and its audit action
 	reason  string
 	action  string
 	offered string // full fingerprint of the other key, for key-changed
@@ -212,7 +213,7 @@ func (m *Manager) Step(ctx context.Context) Result {
 			m.cfg.Log.Error("keys still not wiped", "err", err)
 			m.wipeFailed()
 		} else {
-			m.cfg.Log.Info("keys wiped after an earlier failure", "event", "audit", "action", "wipe")
+			audit.Info(m.cfg.Log, "keys wiped after an earlier failure", audit.Wipe)
 		}
 		cancel()
 	}
@@ -272,9 +273,9 @@ func (m *Manager) report(ctx context.Context, op string, err error) Result {
 	case errors.As(err, &se):
 		se.s.stamp = m.tried
 		m.sticky = se.s
-		m.cfg.Log.Error("locked until an operator acts", "event", "audit", "action", se.s.cause, "op", op,
-			"reason", se.s.reason, "operator_action", se.s.action, "err", err)
-		m.fire(ctx, lock.EvAuthoritative, lock.Why{Reason: se.s.reason, Cause: se.s.cause, Action: se.s.action,
+		audit.Error(m.cfg.Log, "locked until an operator acts", se.s.cause, audit.Op(op),
+			audit.Reason(se.s.reason), audit.OperatorAction(se.s.action), audit.Err(err))
+		m.fire(ctx, lock.EvAuthoritative, lock.Why{Reason: se.s.reason, Cause: string(se.s.cause), Action: se.s.action,
 			Offered: wdek.ShortFingerprint(se.s.offered)})
 		return Result{Outcome: Locked}
 	case errors.As(err, &le):
@@ -284,14 +285,14 @@ func (m *Manager) report(ctx context.Context, op string, err error) Result {
 		m.fire(ctx, lock.EvAuthoritative, lock.Why{Reason: le.reason, Cause: le.cause})
 		return Result{Outcome: Locked}
 	case v.Class == keyprotect.Refused:
-		s := &sticky{cause: "wrapped-key-refused", stamp: m.tried,
+		s := &sticky{cause: audit.WrappedKeyRefused, stamp: m.tried,
 			reason: v.Reason,
 			action: fmt.Sprintf("restore the node's own wrapped key to %s (the previous version is kept as %s%s); byokd tries again when the file changes",
 				m.cfg.Store.Path(), m.cfg.Store.Path(), wdek.PrevSuffix)}
 		m.sticky = s
-		m.cfg.Log.Error("wrapped key refused by the root key; locked until the file changes", "event", "audit",
-			"action", s.cause, "op", op, "path", m.cfg.Store.Path(), "err", err)
-		m.fire(ctx, lock.EvAuthoritative, lock.Why{Reason: s.reason, Cause: s.cause, Action: s.action})
+		audit.Error(m.cfg.Log, "wrapped key refused by the root key; locked until the file changes",
+			s.cause, audit.Op(op), audit.Path(m.cfg.Store.Path()), audit.Err(err))
+		m.fire(ctx, lock.EvAuthoritative, lock.Why{Reason: s.reason, Cause: string(s.cause), Action: s.action})
 		return Result{Outcome: Locked}
 	case v.Class == keyprotect.KeyState:
 		m.cfg.Log.Warn("root key refused", "op", op, "reason", v.Reason, "err", err)
@@ -464,8 +465,8 @@ func (m *Manager) load(ctx context.Context) (rec *wdek.Record, fresh *keyprotect
 	if errors.Is(err, wdek.ErrNotExist) && m.held != nil {
 		switch err = m.cfg.Store.Create(m.held); {
 		case err == nil:
-			m.cfg.Log.Warn("the wrapped key file was missing; wrote it back from the wrapped key this node holds", "event", "audit",
-				"action", "restore-wrapped-key", "path", m.cfg.Store.Path(), "fingerprint", m.identity.Short())
+			audit.Warn(m.cfg.Log, "the wrapped key file was missing; wrote it back from the wrapped key this node holds",
+				audit.RestoreWrappedKey, audit.Path(m.cfg.Store.Path()), audit.Fingerprint(m.identity.Short()))
 			rec = m.held
 		case errors.Is(err, wdek.ErrExists):
 			// Restored by an operator meanwhile: that file counts.
@@ -491,7 +492,7 @@ func (m *Manager) load(ctx context.Context) (rec *wdek.Record, fresh *keyprotect
 		return rec, nil, nil
 	case errors.Is(err, wdek.ErrNotExist) && m.identity != nil:
 		return nil, nil, &stickyError{&sticky{
-			cause: "wrapped-key-missing",
+			cause: audit.WrappedKeyMissing,
 			reason: fmt.Sprintf("the wrapped key file %s is missing; this node served data key %s (generation %d) and never provisions over it",
 				m.cfg.Store.Path(), m.identity.Short(), m.identity.Generation),
 			action: fmt.Sprintf("restore %s from the node's backup (a copy may be at %s%s); byokd unlocks once it unwraps to key %s. "+
@@ -559,8 +560,8 @@ func (m *Manager) provision(ctx context.Context) (*wdek.Record, *keyprotect.Wrap
 		return nil, nil, local("wrapped-key-unusable", "store the new wrapped key", err)
 	}
 	m.tried = stamp(rec, nil)
-	m.cfg.Log.Info("provisioned a new data encryption key", "event", "audit", "action", "provision",
-		"root_key_id", m.cfg.RootKeyID, "key_version", w.KeyVersion, "wrapped_fingerprint", rec.Fingerprint(), "path", m.cfg.Store.Path())
+	audit.Info(m.cfg.Log, "provisioned a new data encryption key", audit.Provision, audit.RootKeyID(m.cfg.RootKeyID),
+		audit.KeyVersion(w.KeyVersion), audit.WrappedFingerprint(rec.Fingerprint()), audit.Path(m.cfg.Store.Path()))
 	return rec, w, nil
 }
 
@@ -635,15 +636,15 @@ func (m *Manager) verify(dek []byte) error {
 		}
 		m.identity = id
 		m.publishIdentity()
-		m.cfg.Log.Info("recorded the node's data encryption key", "event", "audit", "action", "record-identity",
-			"fingerprint", id.Short(), "generation", id.Generation, "path", m.cfg.Store.IdentityPath())
+		audit.Info(m.cfg.Log, "recorded the node's data encryption key", audit.RecordIdentity,
+			audit.Fingerprint(id.Short()), audit.Generation(id.Generation), audit.Path(m.cfg.Store.IdentityPath()))
 		return nil
 	}
 	if subtle.ConstantTimeCompare([]byte(fp), []byte(m.identity.Fingerprint)) == 1 {
 		return nil
 	}
 	return &stickyError{&sticky{
-		cause:   "key-changed",
+		cause:   audit.KeyChanged,
 		offered: fp,
 		reason: fmt.Sprintf("the wrapped key file %s unwraps to data key %s, not to %s (generation %d) that this node serves: "+
 			"copied from another node or restored from the wrong backup?", m.cfg.Store.Path(), wdek.ShortFingerprint(fp),
@@ -691,8 +692,8 @@ func (m *Manager) unlock(ctx context.Context) error {
 	}
 	m.held, m.version, m.lastProof = rec, version, m.cfg.Clock.Now()
 	m.cfg.Machine.Update(func(s *lock.Status) { s.KeyVersion = version })
-	m.cfg.Log.Info("unlocked", "event", "audit", "action", "unlock", "root_key_id", m.cfg.RootKeyID,
-		"key_version", version, "fingerprint", m.identity.Short(), "generation", m.identity.Generation)
+	audit.Info(m.cfg.Log, "unlocked", audit.Unlock, audit.RootKeyID(m.cfg.RootKeyID),
+		audit.KeyVersion(version), audit.Fingerprint(m.identity.Short()), audit.Generation(m.identity.Generation))
 	return nil
 }
 
@@ -725,9 +726,9 @@ func (m *Manager) keep(rec *wdek.Record, u *keyprotect.Unwrapped, metaVersion st
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.Rewrapped()
 	}
-	m.cfg.Log.Info("persisted the key re-wrapped under the rotated root key", "event", "audit", "action", "rotation",
-		"root_key_id", m.cfg.RootKeyID, "key_version", next.KeyVersion, "previous_version", rec.KeyVersion,
-		"wrapped_fingerprint", next.Fingerprint())
+	audit.Info(m.cfg.Log, "persisted the key re-wrapped under the rotated root key", audit.Rotation,
+		audit.RootKeyID(m.cfg.RootKeyID), audit.KeyVersion(next.KeyVersion), audit.PreviousVersion(rec.KeyVersion),
+		audit.WrappedFingerprint(next.Fingerprint()))
 	m.tried = stamp(&next, nil)
 	return &next, version
 }

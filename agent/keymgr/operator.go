@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/byokd/byokd/agent/audit"
 	"github.com/byokd/byokd/agent/wdek"
 )
 
@@ -34,7 +35,7 @@ func (m *Manager) AcceptKey(ctx context.Context, who Operator, current, offered 
 		return nil, err
 	}
 	defer func() { <-m.sem }()
-	if m.sticky == nil || m.sticky.cause != "key-changed" || m.identity == nil {
+	if m.sticky == nil || m.sticky.cause != audit.KeyChanged || m.identity == nil {
 		return nil, fmt.Errorf("%w: the node has not refused another key; accept-key is for a node locked because its wrapped key unwraps to a different key", ErrNotApplicable)
 	}
 	if current != m.identity.Short() || offered != wdek.ShortFingerprint(m.sticky.offered) {
@@ -51,9 +52,9 @@ func (m *Manager) AcceptKey(ctx context.Context, who Operator, current, offered 
 	old := m.identity
 	m.identity, m.held, m.sticky = &next, nil, nil
 	m.publishIdentity()
-	m.cfg.Log.Warn("operator accepted another data encryption key", "event", "audit", "action", "accept-key",
-		"from", old.Short(), "from_generation", old.Generation, "to", next.Short(), "to_generation", next.Generation,
-		"uid", who.UID, "pid", who.PID, "path", m.cfg.Store.IdentityPath())
+	audit.Warn(m.cfg.Log, "operator accepted another data encryption key", audit.AcceptKey,
+		audit.From(old.Short()), audit.FromGeneration(old.Generation), audit.To(next.Short()), audit.ToGeneration(next.Generation),
+		audit.UID(who.UID), audit.PID(who.PID), audit.Path(m.cfg.Store.IdentityPath()))
 	m.kick()
 	return &next, nil
 }
@@ -91,9 +92,9 @@ func (m *Manager) ForgetKey(ctx context.Context, who Operator, current string) e
 	old := m.identity
 	m.identity, m.held, m.sticky = nil, nil, nil
 	m.publishIdentity()
-	m.cfg.Log.Warn("operator gave up the node's data encryption key", "event", "audit", "action", "forget-key",
-		"fingerprint", old.Short(), "generation", old.Generation, "uid", who.UID, "pid", who.PID,
-		"kept_as", m.cfg.Store.IdentityPath()+wdek.PrevSuffix)
+	audit.Warn(m.cfg.Log, "operator gave up the node's data encryption key", audit.ForgetKey,
+		audit.Fingerprint(old.Short()), audit.Generation(old.Generation), audit.UID(who.UID), audit.PID(who.PID),
+		audit.KeptAs(m.cfg.Store.IdentityPath()+wdek.PrevSuffix))
 	m.kick()
 	return nil
 }

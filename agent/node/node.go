@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/byokd/byokd/agent/actions"
+	"github.com/byokd/byokd/agent/audit"
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/keymgr"
 	"github.com/byokd/byokd/agent/keyprotect"
@@ -182,18 +183,18 @@ func (n *Node) transition(from, to lock.Status, runner *actions.Runner) {
 	if from.State == to.State && from.WipeError == to.WipeError {
 		return
 	}
-	attrs := []any{"event", "audit", "action", "transition", "from", from.State.String(), "state", to.State.String(),
-		"reason", to.Reason, "cause", to.Cause, "root_key_id", to.RootKeyID}
+	fields := []audit.Field{audit.From(from.State.String()), audit.State(to.State.String()),
+		audit.Reason(to.Reason), audit.Cause(to.Cause), audit.RootKeyID(to.RootKeyID)}
 	switch {
 	case to.State == lock.Locked && to.WipeError != "":
-		n.log.Error("node locked, but the keys could NOT be wiped; key calls are refused and byokd retries the wipe",
-			append(attrs, "wipe_error", to.WipeError)...)
+		audit.Error(n.log, "node locked, but the keys could NOT be wiped; key calls are refused and byokd retries the wipe",
+			audit.Transition, append(fields, audit.WipeError(to.WipeError))...)
 	case to.State == lock.Locked:
-		n.log.Warn("node locked: keys wiped", attrs...)
+		audit.Warn(n.log, "node locked: keys wiped", audit.Transition, fields...)
 	case to.State == lock.Degraded:
-		n.log.Warn("node degraded: serving within the offline grace or the confirmation window", attrs...)
+		audit.Warn(n.log, "node degraded: serving within the offline grace or the confirmation window", audit.Transition, fields...)
 	default:
-		n.log.Info("node "+to.State.String(), attrs...)
+		audit.Info(n.log, "node "+to.State.String(), audit.Transition, fields...)
 	}
 	if to.State == lock.Locked && from.State != lock.Locked {
 		n.Metrics.Locked(to.Cause)

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/byokd/byokd/agent/audit"
 	"github.com/byokd/byokd/agent/keymgr"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/metrics"
@@ -178,8 +179,8 @@ func (s *Server) guard(ctx context.Context, method string) error {
 		}
 	}
 	if why != "" {
-		s.cfg.Log.Warn("refused caller", "event", "audit", "action", "refuse", "method", method,
-			"uid", p.UID, "gid", p.GID, "pid", p.PID, "exe", p.Exe, "reason", why)
+		audit.Warn(s.cfg.Log, "refused caller", audit.Refuse, audit.Method(method),
+			audit.UID(p.UID), audit.GID(p.GID), audit.PID(p.PID), audit.Exe(p.Exe), audit.Reason(why))
 		if s.cfg.Metrics != nil {
 			s.cfg.Metrics.Refused(why)
 		}
