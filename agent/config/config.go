@@ -45,7 +45,7 @@ type Config struct {
 	// Log sets the log level and format.
 	Log Log `toml:"log"`
 	// LockActions are the commands run, in order, when byokd locks.
-	LockActions []LockAction `toml:"lock_action"`
+	LockActions []LockAction `toml:"lock_action,omitempty"`
 }
 
 // KeyProtect is the [keyprotect] table.
@@ -62,7 +62,7 @@ type KeyProtect struct {
 	KeyRing string `toml:"key_ring"`
 	// APIKeyFile holds the IAM API key. After Parse it is never empty: when
 	// the file leaves it out it is $CREDENTIALS_DIRECTORY/kp-apikey.
-	APIKeyFile string `toml:"api_key_file"`
+	APIKeyFile string `toml:"api_key_file,omitempty"`
 	// CAFile is a PEM bundle of roots to trust instead of the system's;
 	// "" uses the system roots.
 	CAFile string `toml:"ca_file"`
@@ -129,11 +129,11 @@ type Socket struct {
 	// Group owns the socket file; "" keeps the process's primary group.
 	Group string `toml:"group"`
 	// AllowedUIDs are the peer uids allowed to call.
-	AllowedUIDs []int `toml:"allowed_uids"`
+	AllowedUIDs []int `toml:"allowed_uids,omitempty"`
 	// AllowedGIDs are the peer gids allowed to call.
-	AllowedGIDs []int `toml:"allowed_gids"`
+	AllowedGIDs []int `toml:"allowed_gids,omitempty"`
 	// AllowedExes, when not empty, are the only peer executables allowed.
-	AllowedExes []string `toml:"allowed_exes"`
+	AllowedExes []string `toml:"allowed_exes,omitempty"`
 	// Modes are the key-provider modes served: "release", "strict" or both.
 	Modes []string `toml:"modes"`
 	// AllowWorldAccess permits a Mode that gives others access.

@@ -447,7 +447,7 @@ func schemaKeys(t reflect.Type) []string {
 	var out []string
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name := f.Tag.Get("toml")
+		name := tomlKey(f)
 		switch {
 		case isTable(f.Type):
 			out = append(out, schemaKeys(f.Type)...)

@@ -281,11 +281,18 @@ func (c *checker) inline(path string, table reflect.Type, v *unstable.Node) {
 func field(t reflect.Type, name string) (reflect.StructField, bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if f.IsExported() && f.Tag.Get("toml") == name {
+		if f.IsExported() && tomlKey(f) == name {
 			return f, true
 		}
 	}
 	return reflect.StructField{}, false
+}
+
+// tomlKey is the TOML key of a field: its tag without options such as
+// omitempty, which only Marshal uses.
+func tomlKey(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+	return name
 }
 
 func join(prefix, name string) string {
