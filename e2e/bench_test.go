@@ -25,7 +25,7 @@ import (
 func BenchmarkKeyProvider(b *testing.B) {
 	k := testenv.StartKP(b)
 	root := k.RootKey(b, "bench-root")
-	d := testenv.StartByokd(b, k, testenv.Options{RootKeyID: root, Provision: true, Extra: ""})
+	d := testenv.StartByokd(b, k, testenv.Options{RootKeyID: root, Provision: true})
 	conn := d.Conn()
 	c := pb.NewKeyProviderServiceClient(conn)
 	d.WaitState(b, c, pb.State_STATE_UNLOCKED, 10*time.Second)

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/internal/testenv"
 	"github.com/byokd/byokd/kpemu"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
@@ -52,6 +53,10 @@ func wantCode(t *testing.T, err error, code codes.Code) {
 		t.Fatalf("want %v, got %v", code, err)
 	}
 }
+
+// worldAccess is an Options.Config that sets socket.allow_world_access,
+// for the tests that open the socket to callers of other uids.
+func worldAccess(c *config.Config) { c.Socket.AllowWorldAccess = true }
 
 // TestLifecycle is the node's life against the customer's root key, with a
 // 1 s poll interval: provision and unlock, serve keys, lock on disable within
@@ -259,7 +264,7 @@ func TestCallersAreCheckedByPeerCredentials(t *testing.T) {
 	// The socket must be reachable by nobody for the peer check to be
 	// what refuses it; that loosening is logged.
 	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true,
-		SocketExtra: "allow_world_access = true\n"})
+		Config: worldAccess})
 	if err := os.Chmod(b.Socket, 0o666); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/internal/testenv"
 	"github.com/byokd/byokd/kpemu"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
@@ -174,7 +175,7 @@ func TestKeyFileFromAnotherNodeLocksUntilAnOperatorAccepts(t *testing.T) {
 	}
 	// nobody may call (allowed_gids), but not accept another key.
 	a = testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Proof: "1s", Dir: a.Dir,
-		SocketExtra: "allowed_gids = [65534]\nallow_world_access = true\n"})
+		Config: func(c *config.Config) { c.Socket.AllowedGIDs = []int{65534}; worldAccess(c) }})
 	ca = a.Client()
 	waitCause(t, a, ca, "key-changed", 10*time.Second)
 	if err := os.Chmod(a.Socket, 0o666); err != nil {

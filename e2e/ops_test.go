@@ -14,6 +14,7 @@ import (
 
 	kp "github.com/IBM/keyprotect-go-client"
 
+	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/internal/testenv"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
@@ -44,11 +45,12 @@ func TestProbesMetricsWatchAndLockActions(t *testing.T) {
 	k := testenv.StartKP(t)
 	root := k.RootKey(t, "node-root")
 	marker := filepath.Join(t.TempDir(), "lock-action-ran")
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Extra: `
-[[lock_action]]
-command = ["/bin/sh", "-c", "echo locked > ` + marker + `; echo stopping the database"]
-timeout = "5s"
-`})
+	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Config: func(c *config.Config) {
+		c.LockActions = []config.LockAction{{
+			Command: []string{"/bin/sh", "-c", "echo locked > " + marker + "; echo stopping the database"},
+			Timeout: config.Duration(5 * time.Second),
+		}}
+	}})
 	c := b.Client()
 	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
 	addr := opsAddr(t, b)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/internal/testenv"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
@@ -24,16 +25,11 @@ func TestSealerBackendChoice(t *testing.T) {
 	if err := b.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	base, err := os.ReadFile(b.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
 	run := func(backend, device string) (string, error) {
-		cfg := strings.Replace(string(base), `backend = "memory"`, `backend = "`+backend+`"`+"\ntpm_device = \""+device+"\"", 1)
+		cfg := *b.Settings
+		cfg.Sealer = config.Sealer{Backend: backend, TPMDevice: device}
 		path := filepath.Join(t.TempDir(), "config.toml")
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		testenv.WriteConfig(t, path, &cfg)
 		cmd := exec.Command(filepath.Join(testenv.Binaries(t), "byokd"), "--config", path)
 		var buf lockedBuffer
 		cmd.Stdout, cmd.Stderr = &buf, &buf

@@ -51,7 +51,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Dir: dir, APIKey: apiKey, SocketExtra: "allow_world_access = true\n"})
+	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Dir: dir, APIKey: apiKey, Config: worldAccess})
 	c := b.Client()
 	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
 	_ = os.Chmod(b.Socket, 0o666)

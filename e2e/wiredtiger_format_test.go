@@ -35,7 +35,7 @@ const formatPattern = "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJ"
 // that the search finds it.
 func TestWiredTigerFormat(t *testing.T) {
 	wt := testenv.WiredTigerLine(t, "11.3")
-	w := newWT(t, "11.3", "")
+	w := newWT(t, "11.3", nil)
 	ext := fmt.Sprintf(`extensions=[%s=(config="socket=%s,mode=release")],encryption=(name=byokd,keyid=system)`, w.lib, w.b.Socket)
 	// Pinned: what the byokd extension list replaces (format's own
 	// compressor, collator and storage source extensions; snappy is built

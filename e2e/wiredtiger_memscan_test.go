@@ -31,7 +31,7 @@ func TestWiredTigerLeavesNoKeyAfterLock(t *testing.T) {
 	}
 	for _, mode := range []string{"release", "strict"} {
 		t.Run(mode, func(t *testing.T) {
-			w := newWT(t, "11.3", "")
+			w := newWT(t, "11.3", nil)
 			w.cache = "1MB" // smaller than the tables: pages are read and written again and again
 			keyIDs := []string{"orders", "customers"}
 			for i, id := range keyIDs {

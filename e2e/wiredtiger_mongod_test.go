@@ -57,7 +57,7 @@ func TestWiredTigerUnderMongodConfig(t *testing.T) {
 }
 
 func testMongodConfig(t *testing.T, line string) {
-	w := newWT(t, line, "")
+	w := newWT(t, line, nil)
 	const marker = "MONGOD-DOC-MARKER"
 
 	// The control: the same configuration without our encryption leaves

@@ -19,6 +19,7 @@ import (
 
 	kp "github.com/IBM/keyprotect-go-client"
 
+	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/internal/testenv"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
@@ -41,13 +42,14 @@ func eachLine(t *testing.T, f func(t *testing.T, line string)) {
 	}
 }
 
-func newWT(t *testing.T, line, socketExtra string) *wtEnv {
+// configure, when not nil, changes byokd's config.
+func newWT(t *testing.T, line string, configure func(*config.Config)) *wtEnv {
 	t.Helper()
 	bins := testenv.Plugin(t)
 	wt := testenv.WiredTigerLine(t, line)
 	k := testenv.StartKP(t)
 	root := k.RootKey(t, "db-root")
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, SocketExtra: socketExtra})
+	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Config: configure})
 	b.WaitState(t, b.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
 	db := filepath.Join(b.Dir, "db")
 	if err := os.Mkdir(db, 0o777); err != nil {
@@ -115,7 +117,7 @@ func markerFiles(t *testing.T, dir, marker string) []string {
 // mode reads in the other: both use the same block format and keys.
 func TestWiredTigerEncryptsAtRest(t *testing.T) {
 	eachLine(t, func(t *testing.T, line string) {
-		w := newWT(t, line, "")
+		w := newWT(t, line, nil)
 		const marker = "PLAINTEXT-MARKER-7f3a"
 		for i, mode := range []string{"release", "strict"} {
 			table := "table:rows_" + mode
@@ -231,7 +233,7 @@ func (h *holder) do(t *testing.T, cmd string) string {
 // corrupt.
 func TestWiredTigerLocksWithByokd(t *testing.T) {
 	eachLine(t, func(t *testing.T, line string) {
-		w := newWT(t, line, "")
+		w := newWT(t, line, nil)
 		w.cache = "1MB" // smaller than the table: a scan must read pages from disk
 		const marker = "LOCK-TEST-ROW"
 		if out, err := w.harness(t, nil, w.config("release", true), "insert", "table:t", "orders", "20000", marker); err != nil {
@@ -318,7 +320,7 @@ func TestWiredTigerLocksWithByokd(t *testing.T) {
 // silent fall back to plaintext.
 func TestWiredTigerWithoutByokdDoesNotOpen(t *testing.T) {
 	eachLine(t, func(t *testing.T, line string) {
-		w := newWT(t, line, "")
+		w := newWT(t, line, nil)
 		if out, err := w.harness(t, nil, w.config("release", true), "insert", "table:t", "k", "10", "x"); err != nil {
 			t.Fatalf("insert: %v\n%s", err, out)
 		}
@@ -339,7 +341,7 @@ func TestWiredTigerRefusesAProcessByokdDoesNotAllow(t *testing.T) {
 		if os.Getuid() != 0 {
 			t.Fatal("needs root to run the database process as nobody (CI runs as root)")
 		}
-		w := newWT(t, line, "allow_world_access = true\n")
+		w := newWT(t, line, worldAccess)
 		if err := os.Chmod(w.b.Socket, 0o666); err != nil {
 			t.Fatal(err)
 		}
@@ -395,7 +397,7 @@ func killWhen(t *testing.T, cmd *exec.Cmd, prefix string, from, killAt int) int 
 // committed reads back, unchanged.
 func TestWiredTigerKilledWriterLosesNoCommittedRow(t *testing.T) {
 	eachLine(t, func(t *testing.T, line string) {
-		w := newWT(t, line, "")
+		w := newWT(t, line, nil)
 		const marker = "CRASH-ROW"
 		runs := crashRuns() / 4
 		if runs < 3 {

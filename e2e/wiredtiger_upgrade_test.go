@@ -44,7 +44,7 @@ func buildPluginAt(t *testing.T, rev string) string {
 // writes on (format 2) and both formats read back side by side.
 func TestWiredTigerReadsFormat1Databases(t *testing.T) {
 	old := buildPluginAt(t, format1Plugin)
-	w := newWT(t, "3.2", "")
+	w := newWT(t, "3.2", nil)
 	const marker = "FORMAT1-ROW"
 	logged := ",log=(enabled=true),transaction_sync=(enabled=true,method=none),checkpoint=(wait=1)"
 	cfg := func(lib string, create bool) string {

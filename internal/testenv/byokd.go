@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/client/keyprovider"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 )
@@ -76,11 +78,13 @@ type Byokd struct {
 	Dir    string // holds config.toml, apikey, state/, keyprovider.sock
 	Socket string
 	Config string
-	Ops    string // ops listener address
-	cmd    *exec.Cmd
-	logs   *syncBuffer
-	done   chan struct{}
-	err    error
+	// Settings is the configuration written to Config.
+	Settings *config.Config
+	Ops      string // ops listener address
+	cmd      *exec.Cmd
+	logs     *syncBuffer
+	done     chan struct{}
+	err      error
 }
 
 // Options change the generated config.
@@ -93,11 +97,12 @@ type Options struct {
 	LockOnExpired bool
 	ClusterID     string   // default "test-cluster"
 	ConfirmWindow string   // poll.confirm_window; default byokd's
-	Extra         string   // appended TOML (tables)
-	SocketExtra   string   // lines added to [socket]
 	APIKey        string   // default APIKey
 	Dir           string   // reuse a folder (restart); default a new one
 	Env           []string // extra environment, e.g. NOTIFY_SOCKET
+	// Config, when set, changes the config last: lock actions, socket
+	// settings, anything the fields above do not cover.
+	Config func(*config.Config)
 	// Activate starts byokd under systemd-socket-activate, which creates
 	// the socket and hands it over on the first connection.
 	Activate bool
@@ -153,66 +158,9 @@ func PrepareByokd(t testing.TB, k *KP, o Options) *Byokd {
 	if err := os.WriteFile(filepath.Join(dir, "apikey"), []byte(apiKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	def := func(v, d string) string {
-		if v == "" {
-			return d
-		}
-		return v
-	}
 	b := &Byokd{t: t, Dir: dir, Socket: filepath.Join(dir, "kp.sock"), Config: filepath.Join(dir, "config.toml"), logs: &syncBuffer{}, done: make(chan struct{})}
-	poll := ""
-	if o.ConfirmWindow != "" {
-		poll = fmt.Sprintf("confirm_window = %q\n", o.ConfirmWindow)
-	}
-	kpExtra := "allow_insecure_http = true\n"
-	if k.CAFile != "" {
-		kpExtra = fmt.Sprintf("ca_file = %q\n", k.CAFile)
-	}
-	cfg := fmt.Sprintf(`cluster_id = %[15]q
-
-[keyprotect]
-url = %[1]q
-iam_url = %[1]q
-instance_id = %[2]q
-root_key_id = %[3]q
-api_key_file = %[4]q
-timeout = "3s"
-%[16]s
-[state]
-dir = %[5]q
-provision = %[6]v
-
-[poll]
-interval = %[7]q
-proof_interval = %[8]q
-offline_grace = %[9]q
-jitter = 0.0
-lock_on_expired = %[14]v
-%[17]s
-[sealer]
-backend = "memory"
-
-[socket]
-path = %[10]q
-mode = "0600"
-group = ""
-allowed_uids = [%[11]d]
-modes = ["release", "strict"]
-%[12]s
-
-[ops]
-listen = "127.0.0.1:0"
-
-[log]
-level = "debug"
-format = "json"
-%[13]s
-`, k.URL, InstanceID, o.RootKeyID, filepath.Join(dir, "apikey"), filepath.Join(dir, "state"), o.Provision,
-		def(o.Interval, "1s"), def(o.Proof, "1m"), def(o.OfflineGrace, "1h"), b.Socket, os.Getuid(), o.SocketExtra, o.Extra, o.LockOnExpired,
-		def(o.ClusterID, "test-cluster"), kpExtra, poll)
-	if err := os.WriteFile(b.Config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	b.Settings = byokdConfig(t, k, o, dir, b.Socket)
+	WriteConfig(t, b.Config, b.Settings)
 	if o.Credential != nil {
 		chownTree(t, dir, o.Credential)
 	}
@@ -227,6 +175,65 @@ format = "json"
 	b.cmd.Stdout = b.logs
 	b.cmd.Stderr = b.logs
 	return b
+}
+
+// byokdConfig is the configuration PrepareByokd writes: byokd against kp
+// with its API key, state and socket in dir, a 1 s poll without jitter,
+// the memory sealer, both key-provider modes for this process's uid, a
+// free ops port and debug logs in JSON.
+func byokdConfig(t testing.TB, k *KP, o Options, dir, socket string) *config.Config {
+	t.Helper()
+	duration := func(key, v, def string) config.Duration {
+		if v == "" {
+			v = def
+		}
+		var d config.Duration
+		if err := d.UnmarshalText([]byte(v)); err != nil {
+			t.Fatalf("testenv.Options %s: %v", key, err)
+		}
+		return d
+	}
+	c := config.Default()
+	c.ClusterID = cmp.Or(o.ClusterID, "test-cluster")
+	c.KeyProtect.URL, c.KeyProtect.IAMURL = k.URL, k.URL
+	c.KeyProtect.InstanceID, c.KeyProtect.RootKeyID = InstanceID, o.RootKeyID
+	c.KeyProtect.APIKeyFile = filepath.Join(dir, "apikey")
+	c.KeyProtect.Timeout = config.Duration(3 * time.Second)
+	if k.CAFile != "" {
+		c.KeyProtect.CAFile = k.CAFile
+	} else {
+		c.KeyProtect.AllowInsecureHTTP = true
+	}
+	c.State.Dir, c.State.Provision = filepath.Join(dir, "state"), o.Provision
+	c.Poll.Interval = duration("Interval", o.Interval, "1s")
+	c.Poll.ProofInterval = duration("Proof", o.Proof, "1m")
+	c.Poll.OfflineGrace = duration("OfflineGrace", o.OfflineGrace, "1h")
+	if o.ConfirmWindow != "" {
+		c.Poll.ConfirmWindow = duration("ConfirmWindow", o.ConfirmWindow, "")
+	}
+	c.Poll.Jitter, c.Poll.LockOnExpired = 0, o.LockOnExpired
+	c.Sealer.Backend = "memory"
+	c.Socket.Path, c.Socket.Mode, c.Socket.Group = socket, 0o600, ""
+	c.Socket.AllowedUIDs = []int{os.Getuid()}
+	c.Socket.Modes = []string{"release", "strict"}
+	c.Ops.Listen = "127.0.0.1:0"
+	c.Log.Level, c.Log.Format = "debug", "json"
+	if o.Config != nil {
+		o.Config(c)
+	}
+	return c
+}
+
+// WriteConfig writes c to path as byokd's configuration file (mode 0600).
+func WriteConfig(t testing.TB, path string, c *config.Config) {
+	t.Helper()
+	data, err := config.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // RunToExit runs a prepared byokd that must refuse to start, and returns its
