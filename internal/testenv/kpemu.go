@@ -1,5 +1,6 @@
 // Package testenv starts the real parts byokd's tests run against — kpemu,
-// and later byokd itself — and cleans them up with t.Cleanup.
+// byokd itself, swtpm, the WiredTiger builds and the plugin — and cleans
+// them up with t.Cleanup.
 package testenv
 
 import (
