@@ -20,6 +20,7 @@ import (
 	kp "github.com/IBM/keyprotect-go-client"
 
 	"github.com/byokd/byokd/agent/config"
+	"github.com/byokd/byokd/client/keyprovider"
 	"github.com/byokd/byokd/kpemu"
 )
 
@@ -94,45 +95,26 @@ func Setup(dir string, log *slog.Logger) (*Dev, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(abs, "byokd.toml")
-	toml := fmt.Sprintf(`# Written by byokd-dev; rewritten at every start.
-cluster_id = "dev"
-
-[keyprotect]
-url = %[1]q
-iam_url = %[1]q
-instance_id = %[2]q
-root_key_id = %[3]q
-api_key_file = %[4]q
-allow_insecure_http = true
-timeout = "5s"
-
-[state]
-dir = %[5]q
-provision = true
-
-[poll]
-interval = "2s"
-proof_interval = "1m"
-offline_grace = "1m"
-
-[sealer]
-backend = "memory"
-
-[socket]
-path = %[6]q
-mode = "0600"
-group = ""
-allowed_uids = [%[7]d]
-modes = ["release", "strict"]
-
-[ops]
-# A free loopback port, printed at start, so that two checkouts can run.
-listen = "127.0.0.1:0"
-
-[log]
-format = "text"
-`, in.URL, InstanceID, rootKey, apiKeyPath, state, filepath.Join(abs, "keyprovider.sock"), os.Getuid())
-	if err := os.WriteFile(cfgPath, []byte(toml), 0o600); err != nil {
+	c := config.Default()
+	c.ClusterID = "dev"
+	c.KeyProtect = config.KeyProtect{URL: in.URL, IAMURL: in.URL, InstanceID: InstanceID, RootKeyID: rootKey,
+		APIKeyFile: apiKeyPath, AllowInsecureHTTP: true, Timeout: config.Duration(5 * time.Second)}
+	c.State = config.State{Dir: state, Provision: true}
+	c.Poll.Interval, c.Poll.ProofInterval, c.Poll.OfflineGrace = config.Duration(2*time.Second), config.Duration(time.Minute), config.Duration(time.Minute)
+	c.Sealer.Backend = "memory"
+	c.Socket.Path, c.Socket.Mode, c.Socket.Group = filepath.Join(abs, "keyprovider.sock"), 0o600, ""
+	c.Socket.AllowedUIDs = []int{os.Getuid()}
+	c.Socket.Modes = []string{string(keyprovider.Release), string(keyprovider.Strict)}
+	// A free loopback port, printed at start, so that two checkouts can run.
+	c.Ops.Listen = "127.0.0.1:0"
+	c.Log.Format = "text"
+	toml, err := config.Marshal(c)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("dev config: %w", err)
+	}
+	toml = append([]byte("# Written by byokd-dev; rewritten at every start.\n"), toml...)
+	if err := os.WriteFile(cfgPath, toml, 0o600); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("dev config: %w", err)
 	}

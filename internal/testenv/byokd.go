@@ -75,12 +75,11 @@ func Binaries(t testing.TB) string {
 // Byokd is a byokd process.
 type Byokd struct {
 	t      testing.TB
-	Dir    string // holds config.toml, apikey, state/, keyprovider.sock
+	Dir    string // holds config.toml, apikey, state/, kp.sock
 	Socket string
 	Config string
 	// Settings is the configuration written to Config.
 	Settings *config.Config
-	Ops      string // ops listener address
 	cmd      *exec.Cmd
 	logs     *syncBuffer
 	done     chan struct{}
