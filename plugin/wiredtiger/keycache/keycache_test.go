@@ -164,6 +164,23 @@ func TestOpenFailsClearly(t *testing.T) {
 	}
 }
 
+// TestOpenTakesARelativeSocket: the extension's socket= may be relative to
+// the database's working directory.
+func TestOpenTakesARelativeSocket(t *testing.T) {
+	_, _, b := start(t)
+	t.Chdir(filepath.Dir(b.Socket))
+	p, err := Open(filepath.Base(b.Socket), keyprovider.Release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	h, err := p.Customize("table:t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Release(h)
+}
+
 // TestAKeyOfAnotherGenerationIsRefusedUntilRestart: once an operator makes
 // byokd serve another data key (byokctl accept-key), a running plugin
 // refuses every key, in both modes, rather than write pages under a second
