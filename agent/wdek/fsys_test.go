@@ -3,121 +3,29 @@ package wdek
 import (
 	"bytes"
 	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/byokd/byokd/internal/atomicfile"
+	"github.com/byokd/byokd/internal/atomicfile/atomicfiletest"
 )
-
-var errInjected = errors.New("injected failure")
-
-// failure makes one filesystem step fail on its nth call; want is the
-// error the write must then report.
-type failure struct {
-	step   string
-	want   error
-	inject func(f *fsys, fail func() bool)
-}
-
-var failures = []failure{
-	{"write", errInjected, func(f *fsys, fail func() bool) {
-		next := f.write
-		f.write = func(file *os.File, b []byte) (int, error) {
-			if fail() {
-				return 0, errInjected
-			}
-			return next(file, b)
-		}
-	}},
-	{"write of half, with an error", errInjected, func(f *fsys, fail func() bool) {
-		next := f.write
-		f.write = func(file *os.File, b []byte) (int, error) {
-			if fail() {
-				n, _ := next(file, b[:len(b)/2])
-				return n, errInjected
-			}
-			return next(file, b)
-		}
-	}},
-	{"write of half, without an error", io.ErrShortWrite, func(f *fsys, fail func() bool) {
-		next := f.write
-		f.write = func(file *os.File, b []byte) (int, error) {
-			if fail() {
-				return next(file, b[:len(b)/2])
-			}
-			return next(file, b)
-		}
-	}},
-	{"fsync", errInjected, func(f *fsys, fail func() bool) {
-		next := f.sync
-		f.sync = func(file *os.File) error {
-			if fail() {
-				return errInjected
-			}
-			return next(file)
-		}
-	}},
-	{"close", errInjected, func(f *fsys, fail func() bool) {
-		next := f.close
-		f.close = func(file *os.File) error {
-			if fail() {
-				file.Close()
-				return errInjected
-			}
-			return next(file)
-		}
-	}},
-	{"rename", errInjected, func(f *fsys, fail func() bool) {
-		next := f.rename
-		f.rename = func(dirfd int, from, to string) error {
-			if fail() {
-				return errInjected
-			}
-			return next(dirfd, from, to)
-		}
-	}},
-	{"link", errInjected, func(f *fsys, fail func() bool) {
-		next := f.link
-		f.link = func(dirfd int, from, to string) error {
-			if fail() {
-				return errInjected
-			}
-			return next(dirfd, from, to)
-		}
-	}},
-	{"folder fsync", errInjected, func(f *fsys, fail func() bool) {
-		next := f.syncDir
-		f.syncDir = func(d *os.File) error {
-			if fail() {
-				return errInjected
-			}
-			return next(d)
-		}
-	}},
-}
-
-// onCall returns a fail func that is true on the nth call only.
-func onCall(n int) func() bool {
-	calls := 0
-	return func() bool { calls++; return calls == n }
-}
 
 // TestFailedReplaceStepLeavesThePreviousFileByteIdentical makes each step
 // of each of Replace's two atomic writes (first dek.json.prev, then
 // dek.json) fail once.
 func TestFailedReplaceStepLeavesThePreviousFileByteIdentical(t *testing.T) {
-	for _, f := range failures {
-		if f.step == "link" {
+	for _, f := range atomicfiletest.Failures {
+		if f.Step == "link" {
 			continue // Replace renames
 		}
 		for call, target := range map[int]string{1: FileName + PrevSuffix, 2: FileName} {
-			t.Run(f.step+" of "+target, func(t *testing.T) {
+			t.Run(f.Step+" of "+target, func(t *testing.T) {
 				s := newStore(t)
 				if err := s.Create(goldenRecord()); err != nil {
 					t.Fatal(err)
@@ -126,15 +34,15 @@ func TestFailedReplaceStepLeavesThePreviousFileByteIdentical(t *testing.T) {
 					t.Fatal(err)
 				}
 				cur, prev := readFile(t, s.Path()), readFile(t, s.Path()+PrevSuffix)
-				f.inject(&s.fs, onCall(call))
+				f.Inject(&s.fs, atomicfiletest.OnCall(call))
 
 				err := s.Replace(rotated(2))
-				if !errors.Is(err, f.want) {
-					t.Fatalf("Replace() = %v, want %v", err, f.want)
+				if !errors.Is(err, f.Want) {
+					t.Fatalf("Replace() = %v, want %v", err, f.Want)
 				}
 				gotCur, gotPrev := readFile(t, s.Path()), readFile(t, s.Path()+PrevSuffix)
 				switch {
-				case f.step == "folder fsync" && call == 2:
+				case f.Step == "folder fsync" && call == 2:
 					// dek.json was already renamed into place: the old
 					// version survives byte for byte as .prev.
 					if !bytes.Equal(gotPrev, cur) {
@@ -154,7 +62,7 @@ func TestFailedReplaceStepLeavesThePreviousFileByteIdentical(t *testing.T) {
 					if !bytes.Equal(gotCur, cur) {
 						t.Fatalf("dek.json changed:\n%s\nwant:\n%s", gotCur, cur)
 					}
-					if f.step != "folder fsync" && !bytes.Equal(gotPrev, prev) {
+					if f.Step != "folder fsync" && !bytes.Equal(gotPrev, prev) {
 						t.Fatal("a failed write of .prev changed .prev")
 					}
 				}
@@ -169,15 +77,15 @@ func TestFailedReplaceStepLeavesThePreviousFileByteIdentical(t *testing.T) {
 }
 
 func TestFailedCreateStepLeavesNoFile(t *testing.T) {
-	for _, f := range failures {
-		if f.step == "rename" || f.step == "folder fsync" {
+	for _, f := range atomicfiletest.Failures {
+		if f.Step == "rename" || f.Step == "folder fsync" {
 			continue // Create links; the folder fsync comes after the link
 		}
-		t.Run(f.step, func(t *testing.T) {
+		t.Run(f.Step, func(t *testing.T) {
 			s := newStore(t)
-			f.inject(&s.fs, onCall(1))
-			if err := s.Create(goldenRecord()); !errors.Is(err, f.want) {
-				t.Fatalf("Create() = %v, want %v", err, f.want)
+			f.Inject(&s.fs, atomicfiletest.OnCall(1))
+			if err := s.Create(goldenRecord()); !errors.Is(err, f.Want) {
+				t.Fatalf("Create() = %v, want %v", err, f.Want)
 			}
 			if _, err := os.Lstat(s.Path()); !errors.Is(err, fs.ErrNotExist) {
 				t.Fatalf("a failed Create left %s: %v", s.Path(), err)
@@ -192,8 +100,8 @@ func TestFailedCreateStepLeavesNoFile(t *testing.T) {
 
 func TestCreateFolderFsyncFailureIsReportedAndTheFileIsWhole(t *testing.T) {
 	s := newStore(t)
-	s.fs.syncDir = func(*os.File) error { return errInjected }
-	if err := s.Create(goldenRecord()); !errors.Is(err, errInjected) {
+	s.fs.SyncDir = func(*os.File) error { return atomicfiletest.ErrInjected }
+	if err := s.Create(goldenRecord()); !errors.Is(err, atomicfiletest.ErrInjected) {
 		t.Fatalf("Create() = %v, want the fsync error", err)
 	}
 	if !bytes.Equal(readFile(t, s.Path()), golden(t)) {
@@ -204,7 +112,7 @@ func TestCreateFolderFsyncFailureIsReportedAndTheFileIsWhole(t *testing.T) {
 
 func TestWritesRemoveTempFilesACrashLeft(t *testing.T) {
 	s := newStore(t)
-	stale := []string{tempPrefix(FileName) + "dead", tempPrefix(FileName+PrevSuffix) + "beef"}
+	stale := []string{atomicfile.TempPrefix(FileName) + "dead", atomicfile.TempPrefix(FileName+PrevSuffix) + "beef"}
 	for _, n := range stale {
 		if err := os.WriteFile(filepath.Join(s.dir, n), []byte("half"), 0o600); err != nil {
 			t.Fatal(err)
@@ -368,23 +276,5 @@ func TestWriteWaitsForTheLockHolderThenWrites(t *testing.T) {
 	}
 	if _, err := s.Load(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestFailuresListCoversEveryStep(t *testing.T) {
-	// A new step in fsys needs a row in failures, or the tests above would
-	// not prove that its failure leaves the old file.
-	steps := map[string]bool{}
-	for _, f := range failures {
-		steps[f.step] = true
-	}
-	known := []string{"write", "fsync", "close", "rename", "link", "folder fsync"}
-	for _, want := range known {
-		if !steps[want] {
-			t.Errorf("no failure injected at %s", want)
-		}
-	}
-	if n := reflect.TypeFor[fsys]().NumField(); n != len(known) {
-		t.Errorf("fsys has %d steps, the failures table knows %d", n, len(known))
 	}
 }

@@ -172,10 +172,10 @@ func (s *Store) RetireIdentity() error {
 	if _, err := s.readFile(IdentityFileName); err != nil {
 		return fmt.Errorf("retire %s: %w", path, err)
 	}
-	if err := s.fs.rename(s.dirfd(), IdentityFileName, IdentityFileName+PrevSuffix); err != nil {
+	if err := s.fs.Rename(s.dirfd(), IdentityFileName, IdentityFileName+PrevSuffix); err != nil {
 		return fmt.Errorf("retire %s: %w", path, err)
 	}
-	if err := s.fs.syncDir(s.d); err != nil {
+	if err := s.fs.SyncDir(s.d); err != nil {
 		return fmt.Errorf("fsync state folder %s: %w", s.dir, err)
 	}
 	return nil

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/byokd/byokd/internal/atomicfile"
 )
 
 // FileName is the default name of the wrapped key file in the state folder.
@@ -59,7 +61,7 @@ type Store struct {
 	dir         string
 	name        string
 	lockTimeout time.Duration
-	fs          fsys
+	fs          atomicfile.Steps // the write's steps; tests make them fail
 
 	// d is the state folder, opened and checked by Open. Every file
 	// operation is relative to it, so a folder swapped in after the check
@@ -87,7 +89,7 @@ func WithLockTimeout(d time.Duration) Option {
 // directory, not a symlink, owned by this process's user or by root, and
 // not writable by group or others. Close releases it.
 func Open(dir string, opts ...Option) (*Store, error) {
-	s := &Store{dir: filepath.Clean(dir), name: FileName, lockTimeout: DefaultLockTimeout, fs: osFS}
+	s := &Store{dir: filepath.Clean(dir), name: FileName, lockTimeout: DefaultLockTimeout, fs: atomicfile.OS()}
 	for _, o := range opts {
 		o(s)
 	}

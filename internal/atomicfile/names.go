@@ -1,0 +1,4 @@
+package atomicfile
+
+// TempPrefix is how the temporary names of name's writes begin.
+func TempPrefix(name string) string { return "." + name + ".tmp-" }
