@@ -1,16 +1,15 @@
 package server
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/byokd/byokd/internal/atomicfile"
 )
 
 // ErrUnsafePath is returned when something other than a stale socket of
@@ -28,39 +27,31 @@ type SocketListener struct {
 // group. A stale socket (nothing accepting on it) is replaced; a live one, a
 // symlink or any other file is an error and is left alone. The socket is
 // bound under a temporary name and renamed into place once its mode and
-// group are set, so it is never reachable with looser permissions.
+// group are set, so it is never reachable with looser permissions
+// (atomicfile.Place).
 func Listen(path string, mode os.FileMode, gid int) (*SocketListener, error) {
 	if err := clearStale(path); err != nil {
 		return nil, err
 	}
-	dir := filepath.Dir(path)
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+"."+hex.EncodeToString(rnd[:]))
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	l.SetUnlinkOnClose(false)
-	fail := func(err error) (*SocketListener, error) {
-		l.Close()
-		os.Remove(tmp)
-		return nil, err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return fail(fmt.Errorf("set mode of %s: %w", path, err))
-	}
-	if gid >= 0 {
-		if err := os.Lchown(tmp, -1, gid); err != nil {
-			return fail(fmt.Errorf("set group of %s: %w", path, err))
+	var l *net.UnixListener
+	bind := func(tmp string) (err error) {
+		l, err = net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+		if err != nil {
+			return err
 		}
+		l.SetUnlinkOnClose(false)
+		return nil
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fail(fmt.Errorf("move socket into %s: %w", path, err))
+	if err := atomicfile.Place(path, mode, gid, bind); err != nil {
+		if l != nil {
+			l.Close()
+		}
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return fail(fmt.Errorf("stat %s: %w", path, err))
+		l.Close()
+		return nil, fmt.Errorf("stat %s: %w", path, err)
 	}
 	return &SocketListener{UnixListener: l, path: path, ino: inode(fi)}, nil
 }
