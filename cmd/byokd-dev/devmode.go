@@ -21,6 +21,7 @@ import (
 
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/client/keyprovider"
+	"github.com/byokd/byokd/internal/atomicfile"
 	"github.com/byokd/byokd/kpemu"
 )
 
@@ -114,7 +115,7 @@ func Setup(dir string, log *slog.Logger) (*Dev, error) {
 		return nil, fmt.Errorf("dev config: %w", err)
 	}
 	toml = append([]byte("# Written by byokd-dev; rewritten at every start.\n"), toml...)
-	if err := os.WriteFile(cfgPath, toml, 0o600); err != nil {
+	if err := atomicfile.Write(cfgPath, toml, 0o600); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("dev config: %w", err)
 	}
@@ -138,7 +139,7 @@ func readOrCreateAPIKey(path string) (string, error) {
 	var r [16]byte
 	_, _ = rand.Read(r[:])
 	key := "dev-" + hex.EncodeToString(r[:])
-	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(key+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("dev API key: %w", err)
 	}
 	return key, nil
@@ -188,5 +189,5 @@ func readEnv(path string) map[string]string {
 func writeEnv(path string, e Env) error {
 	s := fmt.Sprintf("# The emulator byokd-dev runs; source it: . %s\nexport KP_URL='%s'\nexport KP_API_KEY='%s'\nexport KP_INSTANCE_ID='%s'\nexport KP_ROOT_KEY_ID='%s'\n",
 		path, e.URL, e.APIKey, e.InstanceID, e.RootKeyID)
-	return os.WriteFile(path, []byte(s), 0o600)
+	return atomicfile.Write(path, []byte(s), 0o600)
 }
