@@ -13,6 +13,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/byokd/byokd/agent/wdek"
 	"github.com/byokd/byokd/client/keyprovider"
 )
 
@@ -86,9 +87,10 @@ type State struct {
 	Provision bool `toml:"provision"`
 }
 
-// DEKPath is the file of the wrapped data key: Dir/dek.json.
+// DEKPath is the file of the wrapped data key: Dir/dek.json, by the name
+// wdek gives it.
 func (s State) DEKPath() string {
-	return filepath.Join(s.Dir, "dek.json")
+	return filepath.Join(s.Dir, wdek.FileName)
 }
 
 // Poll is the [poll] table.
