@@ -253,7 +253,7 @@ func (s *Server) stateAction(r *http.Request, now time.Time, action string, payl
 		k.touch(now)
 		k.notify(now)
 	}
-	if err := s.persistLocked(); err != nil {
+	if err := s.persistMuHeld(); err != nil {
 		return fail(s.persistFailed(err))
 	}
 	return ok(http.StatusNoContent, nil)
@@ -274,7 +274,7 @@ func (s *Server) syncKey(k *key, now time.Time) result {
 			msgTooEarly+": Sync cannot be performed until at least "+until))
 	}
 	k.notify(now)
-	if err := s.persistLocked(); err != nil {
+	if err := s.persistMuHeld(); err != nil {
 		return fail(s.persistFailed(err))
 	}
 	return ok(http.StatusNoContent, nil)
@@ -297,7 +297,7 @@ func (s *Server) authorizeDeletion(r *http.Request, k *key, action string, st in
 	} else {
 		k.DeletionAuth = nil
 	}
-	if err := s.persistLocked(); err != nil {
+	if err := s.persistMuHeld(); err != nil {
 		return fail(s.persistFailed(err))
 	}
 	return ok(http.StatusNoContent, nil)

@@ -261,15 +261,15 @@ func (s *Server) applyInstanceChanges(changes []instanceChange, by string, now t
 		p.Enabled, p.AllowedNetwork, p.AllowedIPs, p.IntervalMonth = c.enabled, c.network, c.ips, c.interval
 		p.Updated, p.UpdatedBy = now, by
 	}
-	if err := s.refreshNetworkLocked(); err != nil {
+	if err := s.refreshNetworkMuHeld(); err != nil {
 		return err
 	}
-	return s.persistLocked()
+	return s.persistMuHeld()
 }
 
-// refreshNetworkLocked recomputes what networkPolicy enforces from the
+// refreshNetworkMuHeld recomputes what networkPolicy enforces from the
 // instance policies; s.mu must be held for writing.
-func (s *Server) refreshNetworkLocked() error {
+func (s *Server) refreshNetworkMuHeld() error {
 	s.privateOnly, s.allowedIPOn, s.allowedIPs = false, false, nil
 	if p := s.instPolicies[policyAllowedNetwork]; p != nil && p.Enabled {
 		s.privateOnly = p.AllowedNetwork == networkPrivateOnly
@@ -364,10 +364,10 @@ func (s *Server) ClearInstancePolicies() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.instPolicies)
-	if err := s.refreshNetworkLocked(); err != nil {
+	if err := s.refreshNetworkMuHeld(); err != nil {
 		return err
 	}
-	return s.persistLocked()
+	return s.persistMuHeld()
 }
 
 // applyInstanceKeyPolicies gives a new key the policies the instance's

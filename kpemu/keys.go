@@ -347,7 +347,7 @@ func (s *Server) createKey(r *http.Request, now time.Time) result {
 		}
 	}
 	s.keys[k.ID] = k
-	if err := s.persistLocked(); err != nil {
+	if err := s.persistMuHeld(); err != nil {
 		return fail(s.persistFailed(err))
 	}
 	return ok(http.StatusCreated, s.keysCollection(s.render(k, now, true)))
@@ -515,7 +515,7 @@ func (s *Server) deleteKey(r *http.Request, now time.Time) result {
 	k.Deleted, k.State, k.Changed = &t, stateDestroyed, now
 	k.touch(now)
 	k.notify(now)
-	if err := s.persistLocked(); err != nil {
+	if err := s.persistMuHeld(); err != nil {
 		return fail(s.persistFailed(err))
 	}
 	if preferRepresentation(r) {
@@ -547,7 +547,7 @@ func (s *Server) restoreKey(r *http.Request, now time.Time) result {
 	k.Deleted, k.State, k.Changed = nil, stateActive, now
 	k.touch(now)
 	k.notify(now)
-	if err := s.persistLocked(); err != nil {
+	if err := s.persistMuHeld(); err != nil {
 		return fail(s.persistFailed(err))
 	}
 	return ok(http.StatusCreated, s.keysCollection(s.render(k, now, false)))
@@ -573,7 +573,7 @@ func (s *Server) purgeKey(r *http.Request, now time.Time) result {
 	for _, a := range k.Aliases {
 		delete(s.aliases, a.Name)
 	}
-	if err := s.persistLocked(); err != nil {
+	if err := s.persistMuHeld(); err != nil {
 		return fail(s.persistFailed(err))
 	}
 	if preferRepresentation(r) {
@@ -661,7 +661,7 @@ func (s *Server) createAlias(r *http.Request, now time.Time) result {
 		k.Aliases = append(k.Aliases, alias{Name: name, Created: now})
 		k.touch(now)
 		s.aliases[name] = k.ID
-		if err := s.persistLocked(); err != nil {
+		if err := s.persistMuHeld(); err != nil {
 			return fail(s.persistFailed(err))
 		}
 		status = http.StatusCreated
@@ -693,7 +693,7 @@ func (s *Server) deleteAlias(r *http.Request, now time.Time) result {
 	k.Aliases = slices.DeleteFunc(k.Aliases, func(a alias) bool { return a.Name == name })
 	k.touch(now)
 	delete(s.aliases, name)
-	if err := s.persistLocked(); err != nil {
+	if err := s.persistMuHeld(); err != nil {
 		return fail(s.persistFailed(err))
 	}
 	return ok(http.StatusNoContent, nil)

@@ -237,7 +237,7 @@ func (s *Server) putKeyPolicies(r *http.Request, now time.Time) result {
 	}
 	k.touch(now)
 	s.trackRotation(k)
-	if err := s.persistLocked(); err != nil {
+	if err := s.persistMuHeld(); err != nil {
 		return fail(s.persistFailed(err))
 	}
 	return ok(http.StatusOK, s.policiesCollection(items))
@@ -357,7 +357,7 @@ func (s *Server) rotateDue(now time.Time) {
 		rotated = true
 	}
 	if rotated {
-		if err := s.persistLocked(); err != nil {
+		if err := s.persistMuHeld(); err != nil {
 			s.log.Error("persist state after a policy rotation", "err", err)
 		}
 	}

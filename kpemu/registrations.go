@@ -85,7 +85,7 @@ func (s *Server) AddRegistration(keyID, crn string, preventKeyDeletion bool) err
 			CRN: crn, PreventKeyDeletion: preventKeyDeletion, KeyVersion: k.latest().ID, Created: now, Updated: now,
 		})
 	}
-	return s.persistLocked()
+	return s.persistMuHeld()
 }
 
 // RemoveRegistration removes the registration of crn against a key, as the
@@ -102,7 +102,7 @@ func (s *Server) RemoveRegistration(keyID, crn string) error {
 		return fmt.Errorf("kpemu: key %s has no registration for %s", keyID, crn)
 	}
 	k.Registrations = slices.Delete(k.Registrations, i, i+1)
-	return s.persistLocked()
+	return s.persistMuHeld()
 }
 
 // deletionBlocked answers a delete of a key with registrations: 409

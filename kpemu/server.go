@@ -54,6 +54,8 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 
+	// mu guards the fields from keys to allowedIPs; a function named
+	// ...MuHeld, or whose comment says so, must be called with it held.
 	mu      sync.RWMutex
 	keys    map[string]*key // by id, including destroyed keys until purged
 	aliases map[string]string
@@ -135,10 +137,10 @@ func New(cfg Config) (*Server, error) {
 			for _, p := range st.InstancePolicies {
 				s.instPolicies[p.Type] = p
 			}
-			if err := s.refreshNetworkLocked(); err != nil {
+			if err := s.refreshNetworkMuHeld(); err != nil {
 				return nil, fmt.Errorf("kpemu: state file %s is corrupt: %w", cfg.StatePath, err)
 			}
-		} else if err := s.persistLocked(); err != nil {
+		} else if err := s.persistMuHeld(); err != nil {
 			return nil, fmt.Errorf("kpemu: create state file: %w", err)
 		}
 	}
@@ -188,9 +190,9 @@ func (s *Server) SetAPIKey(apiKey string, revoked, remove bool) {
 	s.apiKeys[id] = apiKeyState{revoked: revoked}
 }
 
-// persistLocked writes the state file; s.mu must be held for writing (or the
+// persistMuHeld writes the state file; s.mu must be held for writing (or the
 // server not yet shared).
-func (s *Server) persistLocked() error {
+func (s *Server) persistMuHeld() error {
 	if s.cfg.StatePath == "" {
 		return nil
 	}

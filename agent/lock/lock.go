@@ -1,5 +1,12 @@
 // Package lock is byokd's lock state machine: one table of state × event →
 // state + actions, and the subscribers that react to every change.
+//
+// Lock words in byokd: lock, unlock and Locked name the node's state (and
+// Manager.unlock, which unwraps the key) and nothing else; a function that
+// must run with a guard held ends in the guard's name and Held (setMuHeld,
+// tpm's sealSemHeld) and its comment says so; a semaphore or a writers'
+// lock is taken by acquire and given back by release; memory pinned in RAM
+// by mlock is mlocked.
 package lock
 
 import (
@@ -145,7 +152,7 @@ type Hooks struct {
 	// Wipe destroys every key; it runs before a Locked state is published.
 	Wipe func(ctx context.Context) error
 	// Transition runs after every state change (audit log, metrics, lock
-	// actions), in order, without the machine's lock held.
+	// actions), in order, without m.mu held.
 	Transition func(from, to Status, ev Event)
 }
 
@@ -230,7 +237,7 @@ func (m *Machine) Fire(ctx context.Context, ev Event, why Why) (Status, error) {
 	if to.State != Locked {
 		to.WipeError = ""
 	}
-	changed := m.setLocked(from, to)
+	changed := m.setMuHeld(from, to)
 	m.mu.Unlock()
 	var werr error
 	if tr.wipe && m.hooks.Wipe != nil {
@@ -242,7 +249,7 @@ func (m *Machine) Fire(ctx context.Context, ev Event, why Why) (Status, error) {
 		if werr != nil {
 			wiped.WipeError = werr.Error()
 		}
-		m.setLocked(m.st, wiped)
+		m.setMuHeld(m.st, wiped)
 		to = wiped
 		m.mu.Unlock()
 	}
@@ -272,7 +279,7 @@ func (m *Machine) Wipe(ctx context.Context) error {
 	if err != nil {
 		to.WipeError = err.Error()
 	}
-	m.setLocked(from, to)
+	m.setMuHeld(from, to)
 	m.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("wipe keys: %w", err)
@@ -280,14 +287,14 @@ func (m *Machine) Wipe(ctx context.Context) error {
 	return nil
 }
 
-// setLocked stores to and publishes it if it differs from from; m.mu is
-// held.
-func (m *Machine) setLocked(from, to Status) bool {
+// setMuHeld stores to and publishes it if it differs from from; m.mu must
+// be held.
+func (m *Machine) setMuHeld(from, to Status) bool {
 	m.st = to
 	if from.equal(to) {
 		return false
 	}
-	m.publishLocked(to)
+	m.publishMuHeld(to)
 	return true
 }
 
@@ -304,7 +311,7 @@ func (m *Machine) Update(fn func(*Status)) Status {
 	to.Warnings = slices.Clone(from.Warnings)
 	fn(&to)
 	to.State, to.Since, to.Reason, to.Cause, to.WipeError = from.State, from.Since, from.Reason, from.Cause, from.WipeError
-	m.setLocked(from, to)
+	m.setMuHeld(from, to)
 	return to
 }
 
@@ -351,7 +358,9 @@ func (m *Machine) Subscribers() int {
 	return len(m.subs)
 }
 
-func (m *Machine) publishLocked(st Status) {
+// publishMuHeld sends st to every subscriber and drops one that has fallen
+// subQueue changes behind; m.mu must be held.
+func (m *Machine) publishMuHeld(st Status) {
 	for s := range m.subs {
 		c := st
 		c.Warnings = slices.Clone(st.Warnings)

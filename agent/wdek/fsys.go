@@ -100,7 +100,8 @@ func kind(t uint32) string {
 // writeAtomic puts b under name, 0600, through atomicfile: a crash or
 // failure at any point leaves either the old file or the new one, whole.
 // It renames over name (replace) or links to name, which fails with
-// ErrExists if anything has the name (create). The caller holds the lock.
+// ErrExists if anything has the name (create). The caller holds the
+// writers' lock (acquire).
 func (s *Store) writeAtomic(name string, b []byte, replace bool) error {
 	d := atomicfile.Dir{File: s.d, Steps: s.fs}
 	if replace {
@@ -114,19 +115,19 @@ func (s *Store) writeAtomic(name string, b []byte, replace bool) error {
 }
 
 // removeStale removes temp files that a crashed writer left. The caller
-// holds the lock, so no live writer owns one. Failures are left for the
-// next write: stale temp files hold only ciphertext the real files have or
-// no longer need.
+// holds the writers' lock (acquire), so no live writer owns one. Failures
+// are left for the next write: stale temp files hold only ciphertext the
+// real files have or no longer need.
 func (s *Store) removeStale() {
 	d := atomicfile.Dir{File: s.d, Steps: s.fs}
 	d.RemoveTemps(s.name, s.name+PrevSuffix, IdentityFileName, IdentityFileName+PrevSuffix)
 }
 
-// lock takes the Store's mutex and an exclusive flock on .dek.lock, so that
-// no other Store, in this process or another, writes at the same time, and
-// then clears stale temp files. It waits up to the lock timeout, then fails
-// with ErrBusy.
-func (s *Store) lock() (unlock func(), err error) {
+// acquire takes the writers' lock: the Store's mutex and an exclusive flock
+// on .dek.lock, so that no other Store, in this process or another, writes
+// at the same time; then it clears stale temp files. It waits up to the
+// lock timeout, then fails with ErrBusy. release gives the lock back.
+func (s *Store) acquire() (release func(), err error) {
 	s.mu.Lock()
 	defer func() {
 		if err != nil {

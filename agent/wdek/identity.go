@@ -140,11 +140,11 @@ func (s *Store) writeIdentity(k *KeyIdentity, replace bool) error {
 		return fmt.Errorf("record %s: %w", path, err)
 	}
 	b = append(b, '\n')
-	unlock, err := s.lock()
+	release, err := s.acquire()
 	if err != nil {
 		return fmt.Errorf("record %s: %w", path, err)
 	}
-	defer unlock()
+	defer release()
 	if replace {
 		old, err := s.readFile(IdentityFileName)
 		if err != nil {
@@ -164,11 +164,11 @@ func (s *Store) writeIdentity(k *KeyIdentity, replace bool) error {
 // the node may provision a new key: an operator gave up the old one.
 func (s *Store) RetireIdentity() error {
 	path := s.IdentityPath()
-	unlock, err := s.lock()
+	release, err := s.acquire()
 	if err != nil {
 		return fmt.Errorf("retire %s: %w", path, err)
 	}
-	defer unlock()
+	defer release()
 	if _, err := s.readFile(IdentityFileName); err != nil {
 		return fmt.Errorf("retire %s: %w", path, err)
 	}

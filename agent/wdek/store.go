@@ -195,11 +195,11 @@ func (s *Store) Create(rec *Record) error {
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	unlock, err := s.lock()
+	release, err := s.acquire()
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	defer unlock()
+	defer release()
 	if err := s.writeAtomic(s.name, b, false); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
@@ -220,11 +220,11 @@ func (s *Store) Replace(rec *Record) error {
 	if err != nil {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
-	unlock, err := s.lock()
+	release, err := s.acquire()
 	if err != nil {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
-	defer unlock()
+	defer release()
 	old, prev, err := s.load(s.name)
 	if err != nil {
 		return fmt.Errorf("replace: %w", err)

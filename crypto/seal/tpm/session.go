@@ -19,7 +19,7 @@ import (
 
 // The commands that carry secrets (TPM2_Create with the DEK, TPM2_HMAC with a
 // data key in its answer) and TPM2_Load are built here, byte by byte, in the
-// sealer's locked buffer rather than by go-tpm: go-tpm marshals parameters
+// sealer's mlocked buffer rather than by go-tpm: go-tpm marshals parameters
 // through heap buffers it never clears, and its HMAC sessions keep the auth
 // value in heap slices. One salted HMAC session (TPM 2.0 Part 1, 19.6 and
 // 21) authorises them all:
@@ -77,8 +77,8 @@ const retries = 10
 // at paramsAt, paramsLen bytes — with our session authorising e, and checks
 // the answer. It encrypts the first parameter in place when attrs has
 // attrDecrypt and decrypts the first response parameter when it has
-// attrEncrypt. The command buffer is wiped before it returns. The caller
-// holds the lock and wipes reply.params once done with it.
+// attrEncrypt. The command buffer is wiped before it returns. s.sem must
+// be held; the caller wipes reply.params once done with it.
 func (s *Sealer) authorized(ctx context.Context, cc tpm2.TPMCC, e entity, attrs byte, paramsLen, rspHandles int) (reply, error) {
 	cmd := s.cmd()
 	end := paramsAt + paramsLen

@@ -36,7 +36,7 @@ import (
 // process keeps. Nothing is made persistent.
 //
 // The object's auth value is 32 random bytes made at each Seal and kept
-// only in this process's locked memory, not empty: another client of the
+// only in this process's mlocked memory, not empty: another client of the
 // same TPM (a raw /dev/tpm0 user, anyone on a shared swtpm) that finds the
 // handle cannot use the object, and after a TPM reset a handle that now
 // names someone else's object fails authorization instead of answering.
@@ -48,7 +48,7 @@ import (
 // Derive is TPM2_HMAC(object, info || 0x01): one HKDF-Expand-SHA256 block,
 // bit-identical to crypto/datakey.Derive with the same DEK. Besides the
 // caller's slice, which Seal wipes, the clear DEK is on the host only in
-// the command buffer, in locked memory, where it is encrypted for the TPM
+// the command buffer, in mlocked memory, where it is encrypted for the TPM
 // at once and wiped once sent.
 //
 // When the TPM loses the object — a TPM reset, which bumps its reset
@@ -64,10 +64,11 @@ type Sealer struct {
 	// sem is a one-slot semaphore rather than a sync.Mutex so that a Seal
 	// or Derive queued behind a slow TPM command gives up when its context
 	// ends. Holding it serialises TPM commands and guards every field
-	// below.
+	// below; acquire takes it, release gives it back, and a function
+	// named ...SemHeld must be called with it held.
 	sem chan struct{}
 	tpm transport.TPMCloser
-	// mem is locked, non-dumpable memory: the object's auth value, the
+	// mem is mlocked, non-dumpable memory: the object's auth value, the
 	// session key, and the buffer commands are built in (see memLayout).
 	mem      *secmem.Buffer
 	template []byte // the keyed-hash object's TPMT_PUBLIC
@@ -198,7 +199,8 @@ func (s *Sealer) selfTest() error {
 // Name returns "tpm".
 func (s *Sealer) Name() string { return "tpm" }
 
-func (s *Sealer) lock(ctx context.Context) error {
+// acquire takes s.sem, or gives up when ctx ends.
+func (s *Sealer) acquire(ctx context.Context) error {
 	select {
 	case s.sem <- struct{}{}:
 		return nil
@@ -207,7 +209,8 @@ func (s *Sealer) lock(ctx context.Context) error {
 	}
 }
 
-func (s *Sealer) unlock() { <-s.sem }
+// release gives s.sem back.
+func (s *Sealer) release() { <-s.sem }
 
 // Seal moves dek into the TPM, replacing the key sealed before, and wipes
 // dek whatever happens. The old key is flushed first: if Seal fails, no key
@@ -218,24 +221,26 @@ func (s *Sealer) Seal(ctx context.Context, dek []byte) error {
 	if err := seal.CheckSeal(ctx, dek); err != nil {
 		return err
 	}
-	if err := s.lock(ctx); err != nil {
+	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
-	defer s.unlock()
+	defer s.release()
 	if s.closed {
 		return fmt.Errorf("seal: %w", seal.ErrClosed)
 	}
-	if err := s.forgetLocked(); err != nil {
+	if err := s.forgetSemHeld(); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
-	if err := s.sealLocked(ctx, dek); err != nil {
+	if err := s.sealSemHeld(ctx, dek); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
 	s.revoked.Store(false)
 	return nil
 }
 
-func (s *Sealer) sealLocked(ctx context.Context, dek []byte) (err error) {
+// sealSemHeld creates and loads a keyed-hash object holding dek under the
+// storage primary, through a session salted by it; s.sem must be held.
+func (s *Sealer) sealSemHeld(ctx context.Context, dek []byte) (err error) {
 	clock, err := tpm2.ReadClock{}.Execute(s.tpm)
 	if err != nil {
 		return fmt.Errorf("tpm2_readclock: %w", err)
@@ -258,7 +263,7 @@ func (s *Sealer) sealLocked(ctx context.Context, dek []byte) (err error) {
 	if err != nil {
 		return fmt.Errorf("storage primary public area: %w", err)
 	}
-	if err := s.startSessionLocked(primary.ObjectHandle, pub); err != nil {
+	if err := s.startSessionSemHeld(primary.ObjectHandle, pub); err != nil {
 		return err
 	}
 	defer func() {
@@ -277,7 +282,7 @@ func (s *Sealer) sealLocked(ctx context.Context, dek []byte) (err error) {
 	parent := entity{handle: primary.ObjectHandle, name: primary.Name.Buffer} // empty auth
 
 	// TPM2_Create: inSensitive {userAuth, data}, inPublic, outsideInfo,
-	// creationPCR. The DEK is written straight into the locked command
+	// creationPCR. The DEK is written straight into the mlocked command
 	// buffer, where authorized encrypts it in place.
 	p := s.cmd()[paramsAt:]
 	n := 2
@@ -337,9 +342,10 @@ var aes128CFB = tpm2.TPMTSymDef{
 	Mode:      tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB),
 }
 
-// startSessionLocked starts an unbound HMAC session salted with the loaded
-// key saltKey and stores its handle, nonceTPM and session key.
-func (s *Sealer) startSessionLocked(saltKey tpm2.TPMHandle, pub *tpm2.TPMTPublic) error {
+// startSessionSemHeld starts an unbound HMAC session salted with the loaded
+// key saltKey and stores its handle, nonceTPM and session key; s.sem must
+// be held.
+func (s *Sealer) startSessionSemHeld(saltKey tpm2.TPMHandle, pub *tpm2.TPMTPublic) error {
 	kem, err := tpm2.ImportEncapsulationKey(pub)
 	if err != nil {
 		return fmt.Errorf("session salt key: %w", err)
@@ -385,10 +391,10 @@ func (s *Sealer) Derive(ctx context.Context, info []byte, out []byte) error {
 	if err := seal.CheckDerive(ctx, info, out); err != nil {
 		return err
 	}
-	if err := s.lock(ctx); err != nil {
+	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("derive: %w", err)
 	}
-	defer s.unlock()
+	defer s.release()
 	switch {
 	case s.closed:
 		return fmt.Errorf("derive: %w", seal.ErrClosed)
@@ -409,7 +415,7 @@ func (s *Sealer) Derive(ctx context.Context, info []byte, out []byte) error {
 	n += 2
 	rep, err := s.authorized(ctx, tpm2.TPMCCHMAC, entity{handle: s.obj, name: s.objName, auth: s.auth()}, attrContinue|attrEncrypt, n, 0)
 	if err != nil {
-		return fmt.Errorf("derive: tpm2_hmac: %w", s.lostLocked(err))
+		return fmt.Errorf("derive: tpm2_hmac: %w", s.lostSemHeld(err))
 	}
 	defer secmem.Wipe(rep.params)
 	mac, err := first2B(rep.params)
@@ -430,11 +436,12 @@ func (s *Sealer) Derive(ctx context.Context, info []byte, out []byte) error {
 // another one).
 var gone = []error{tpm2.TPMRCReferenceH0, tpm2.TPMRCReferenceS0, tpm2.TPMRCHandle, tpm2.TPMRCBadAuth, tpm2.TPMRCAuthFail}
 
-// lostLocked decides, after a command on the sealed object failed with
+// lostSemHeld decides, after a command on the sealed object failed with
 // err, whether the TPM has lost the object. If so it voids the sealed
 // state, so that Derive answers seal.ErrReseal until the next Seal, and
 // returns an error that wraps seal.ErrReseal; otherwise it returns err.
-func (s *Sealer) lostLocked(err error) error {
+// s.sem must be held.
+func (s *Sealer) lostSemHeld(err error) error {
 	clock, cerr := tpm2.ReadClock{}.Execute(s.tpm)
 	var why error
 	switch {
@@ -463,10 +470,10 @@ func (s *Sealer) lostLocked(err error) error {
 	return fmt.Errorf("%w: %w", seal.ErrReseal, why)
 }
 
-// forgetLocked flushes the sealed object and the session, unless the TPM
+// forgetSemHeld flushes the sealed object and the session, unless the TPM
 // lost them, and wipes the host's secrets. The host state is forgotten even
-// if a flush fails.
-func (s *Sealer) forgetLocked() error {
+// if a flush fails. s.sem must be held.
+func (s *Sealer) forgetSemHeld() error {
 	// The host's secrets go first: the flushes below wait for the TPM,
 	// which may not answer.
 	secmem.Wipe(s.mem.Bytes()[:cmdAt])
@@ -534,7 +541,7 @@ func (s *Sealer) Wipe(ctx context.Context) error {
 		// command cannot check its answer without them.
 		s.revoked.Store(true)
 		s.wipeHostSecrets()
-		if err := s.lock(ctx); err != nil {
+		if err := s.acquire(ctx); err != nil {
 			return fmt.Errorf("wipe: the tpm is busy with a command that does not end: %w", err)
 		}
 	case <-ctx.Done():
@@ -544,12 +551,12 @@ func (s *Sealer) Wipe(ctx context.Context) error {
 	}
 	done := make(chan error, 1)
 	go func() {
-		defer s.unlock()
+		defer s.release()
 		if s.closed {
 			done <- nil
 			return
 		}
-		done <- s.forgetLocked()
+		done <- s.forgetSemHeld()
 	}()
 	select {
 	case err := <-done:
@@ -562,16 +569,16 @@ func (s *Sealer) Wipe(ctx context.Context) error {
 	}
 }
 
-// Close wipes, closes the TPM connection and frees the locked memory.
+// Close wipes, closes the TPM connection and frees the mlocked memory.
 // Closing twice is not an error.
 func (s *Sealer) Close() error {
 	s.sem <- struct{}{}
-	defer s.unlock()
+	defer s.release()
 	if s.closed {
 		return nil
 	}
 	s.closed = true
-	err := s.forgetLocked()
+	err := s.forgetSemHeld()
 	if cerr := s.tpm.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close the tpm: %w", cerr))
 	}

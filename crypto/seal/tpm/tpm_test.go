@@ -67,10 +67,10 @@ func wantKey(t testing.TB, dek, info []byte) []byte {
 // withTPM runs fn with the Sealer's TPM connection, between its commands.
 func withTPM(t *testing.T, s *Sealer, fn func(tpm transport.TPM)) {
 	t.Helper()
-	if err := s.lock(t.Context()); err != nil {
+	if err := s.acquire(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	defer s.unlock()
+	defer s.release()
 	fn(s.tpm)
 }
 
@@ -493,7 +493,7 @@ func TestCallsWaitingForTheTPMGiveUpWhenTheirContextEnds(t *testing.T) {
 	s, _ := newSealer(t)
 	dek := randomDEK(t)
 	mustSeal(t, s, dek)
-	if err := s.lock(t.Context()); err != nil { // a command in flight
+	if err := s.acquire(t.Context()); err != nil { // a command in flight
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
@@ -505,7 +505,7 @@ func TestCallsWaitingForTheTPMGiveUpWhenTheirContextEnds(t *testing.T) {
 	if err := s.Seal(ctx, other); !errors.Is(err, context.DeadlineExceeded) || !bytes.Equal(other, make([]byte, 32)) {
 		t.Fatalf("Seal: %v, or dek not wiped", err)
 	}
-	s.unlock()
+	s.release()
 	out := make([]byte, 32)
 	if err := s.Derive(t.Context(), []byte("x"), out); err != nil || !bytes.Equal(out, wantKey(t, dek, []byte("x"))) {
 		t.Fatalf("Derive afterwards: %v", err)
