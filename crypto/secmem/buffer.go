@@ -26,7 +26,7 @@ func New(size int) (*Buffer, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("new secure buffer: size %d, want more than 0", size)
 	}
-	mem, wipeOnFork, err := mapLocked(size)
+	mem, wipeOnFork, err := mapMlocked(size)
 	if err != nil {
 		return nil, fmt.Errorf("new secure buffer of %d bytes: %w", size, err)
 	}

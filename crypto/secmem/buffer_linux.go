@@ -9,11 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mapLocked maps size bytes (rounded up to whole pages) of anonymous private
+// mapMlocked maps size bytes (rounded up to whole pages) of anonymous private
 // memory, locks it and marks it don't-dump and wipe-on-fork. A separate
 // mapping, rather than a heap slice, is what makes these per-page properties
 // possible, and keeps the garbage collector from copying the secret around.
-func mapLocked(size int) (mem []byte, wipeOnFork bool, err error) {
+func mapMlocked(size int) (mem []byte, wipeOnFork bool, err error) {
 	page := unix.Getpagesize()
 	length := (size + page - 1) / page * page
 	mem, err = unix.Mmap(-1, 0, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
@@ -23,7 +23,7 @@ func mapLocked(size int) (mem []byte, wipeOnFork bool, err error) {
 	// From here on every failure must unmap, or the pages leak.
 	if err := unix.Mlock(mem); err != nil {
 		_ = unix.Munmap(mem)
-		return nil, false, lockError(length, err)
+		return nil, false, mlockError(length, err)
 	}
 	if err := unix.Madvise(mem, unix.MADV_DONTDUMP); err != nil {
 		_ = unix.Munlock(mem)
@@ -45,11 +45,11 @@ func mapLocked(size int) (mem []byte, wipeOnFork bool, err error) {
 	return mem, wipeOnFork, nil
 }
 
-// lockError explains an mlock failure. EPERM and ENOMEM from mlock almost
+// mlockError explains an mlock failure. EPERM and ENOMEM from mlock almost
 // always mean RLIMIT_MEMLOCK (without CAP_IPC_LOCK), so the error names the
 // limit and its current value, which is what an operator has to raise
 // (LimitMEMLOCK= in the systemd unit).
-func lockError(length int, err error) error {
+func mlockError(length int, err error) error {
 	limit := "unknown"
 	var rl unix.Rlimit
 	if gerr := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &rl); gerr == nil {

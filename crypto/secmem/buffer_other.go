@@ -2,6 +2,6 @@
 
 package secmem
 
-func mapLocked(int) ([]byte, bool, error) { return nil, false, ErrNotSupported }
+func mapMlocked(int) ([]byte, bool, error) { return nil, false, ErrNotSupported }
 
 func unmap([]byte) {}
