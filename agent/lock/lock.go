@@ -2,11 +2,12 @@
 // state + actions, and the subscribers that react to every change.
 //
 // Lock words in byokd: lock, unlock and Locked name the node's state (and
-// Manager.unlock, which unwraps the key) and nothing else; a function that
-// must run with a guard held ends in the guard's name and Held (setMuHeld,
-// tpm's sealSemHeld) and its comment says so; a semaphore or a writers'
-// lock is taken by acquire and given back by release; memory pinned in RAM
-// by mlock is mlocked.
+// Manager.unlock, which unwraps the key) and nothing else. A function that
+// must run with a guard held says which in its comment ("m.mu must be
+// held"), and when its name says so too, it ends in the guard's name and
+// Held (setMuHeld, tpm's sealSemHeld), never in Locked. A semaphore or a
+// writers' lock is taken by acquire and given back by release. Memory kept
+// in RAM by mlock is mlocked.
 package lock
 
 import (
