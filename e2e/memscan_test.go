@@ -22,7 +22,7 @@ import (
 // through provisioning, many proof unwraps, a rotation and a restart, then
 // reads its whole memory through /proc/PID/mem (as root) and searches it
 // for the DEK in every encoding an answer or a decoder could leave behind.
-// The only copy allowed is the sealer's, in locked memory — found there, so
+// The only copy allowed is the sealer's, in mlocked memory — found there, so
 // the search demonstrably reads memory — and none may be anywhere else.
 func TestNoClearDEKOutsideLockedMemory(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -94,7 +94,7 @@ func customerUnwrap(t *testing.T, k *testenv.KP, root, path string) []byte {
 }
 
 // checkMemory fails the test unless byokd's memory holds the DEK exactly
-// once, raw, in locked memory (the memory sealer's copy), and in no other
+// once, raw, in mlocked memory (the memory sealer's copy), and in no other
 // place or encoding.
 func checkMemory(t *testing.T, pid int, dek []byte, when string) {
 	t.Helper()
@@ -107,33 +107,33 @@ func checkMemory(t *testing.T, pid int, dek []byte, when string) {
 		"hex (upper)":    []byte(strings.ToUpper(hex.EncodeToString(dek))),
 		"base64 escaped": []byte(strings.ReplaceAll(base64.StdEncoding.EncodeToString(dek), "/", `\/`)),
 	}
-	var scanned, lockedScanned int64
-	inLocked := 0
+	var scanned, mlockedScanned int64
+	inMlocked := 0
 	var leaks []string
 	testenv.EachRegion(t, pid, func(r testenv.Region, buf []byte) {
-		if r.Locked {
-			lockedScanned += int64(len(buf))
+		if r.Mlocked {
+			mlockedScanned += int64(len(buf))
 		} else {
 			scanned += int64(len(buf))
 		}
 		for name, needle := range needles {
 			c := bytes.Count(buf, needle)
-			if r.Locked && name == "raw" {
-				inLocked += c
+			if r.Mlocked && name == "raw" {
+				inMlocked += c
 				continue
 			}
 			if c > 0 {
-				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (locked: %v)", c, name, r.Name, r.Locked))
+				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (mlocked: %v)", c, name, r.Name, r.Mlocked))
 			}
 		}
 	}, 0)
-	t.Logf("%s: searched %d MiB of byokd's memory outside locked mappings, %d KiB locked", when, scanned>>20, lockedScanned>>10)
+	t.Logf("%s: searched %d MiB of byokd's memory outside mlocked mappings, %d KiB mlocked", when, scanned>>20, mlockedScanned>>10)
 	if scanned < 1<<20 {
 		t.Fatalf("only %d bytes searched: the search proves nothing", scanned)
 	}
-	if inLocked != 1 {
-		t.Fatalf("%d copies of the DEK in byokd's locked memory, want exactly the memory sealer's one (none: the search "+
-			"does not see it and proves nothing; more: a locked buffer that was not destroyed)", inLocked)
+	if inMlocked != 1 {
+		t.Fatalf("%d copies of the DEK in byokd's mlocked memory, want exactly the memory sealer's one (none: the search "+
+			"does not see it and proves nothing; more: an mlocked buffer that was not destroyed)", inMlocked)
 	}
 	if len(leaks) > 0 {
 		t.Fatalf("%s the DEK is in byokd's memory beyond the sealer's copy: %s", when, strings.Join(leaks, "; "))

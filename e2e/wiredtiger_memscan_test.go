@@ -21,9 +21,9 @@ import (
 // through the plugin, with two tables under two key ids, reads and writes
 // until every page has been encrypted and decrypted many times, then
 // disables the root key and reads the database process's whole memory: no
-// data key and none of its AES round keys may be left anywhere, locked or
+// data key and none of its AES round keys may be left anywhere, mlocked or
 // not. Before the lock the same search finds the round keys in the plugin's
-// locked memory (and only there), so it demonstrably sees them. In strict
+// mlocked memory (and only there), so it demonstrably sees them. In strict
 // mode the database process never holds them at all.
 func TestWiredTigerLeavesNoKeyAfterLock(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -57,16 +57,16 @@ func TestWiredTigerLeavesNoKeyAfterLock(t *testing.T) {
 				}
 			}
 			pid := h.cmd.Process.Pid
-			inLocked, leaks := scanForKeys(t, pid, keys)
-			t.Logf("%s, unlocked: %d round keys in locked memory, elsewhere: %v", mode, inLocked, leaks)
+			inMlocked, leaks := scanForKeys(t, pid, keys)
+			t.Logf("%s, unlocked: %d round keys in mlocked memory, elsewhere: %v", mode, inMlocked, leaks)
 			if len(leaks) > 0 {
-				t.Fatalf("data keys or round keys outside locked memory while unlocked: %s", strings.Join(leaks, "; "))
+				t.Fatalf("data keys or round keys outside mlocked memory while unlocked: %s", strings.Join(leaks, "; "))
 			}
-			if mode == "release" && inLocked == 0 {
-				t.Fatal("no round key found in the plugin's locked memory while it serves: the search proves nothing")
+			if mode == "release" && inMlocked == 0 {
+				t.Fatal("no round key found in the plugin's mlocked memory while it serves: the search proves nothing")
 			}
-			if mode == "strict" && inLocked != 0 {
-				t.Fatalf("strict mode: %d round keys in the database process", inLocked)
+			if mode == "strict" && inMlocked != 0 {
+				t.Fatalf("strict mode: %d round keys in the database process", inMlocked)
 			}
 
 			w.k.Do(t, "disable", func(ctx context.Context, c *kp.Client) error { return c.DisableKey(ctx, w.root) })
@@ -83,9 +83,9 @@ func TestWiredTigerLeavesNoKeyAfterLock(t *testing.T) {
 				h.do(t, "insert 300000 10 SCAN-ROW")
 				time.Sleep(50 * time.Millisecond)
 			}
-			inLocked, leaks = scanForKeys(t, pid, keys)
-			if inLocked > 0 || len(leaks) > 0 {
-				t.Fatalf("%s mode, after the lock: %d round keys in locked memory; elsewhere: %s", mode, inLocked, strings.Join(leaks, "; "))
+			inMlocked, leaks = scanForKeys(t, pid, keys)
+			if inMlocked > 0 || len(leaks) > 0 {
+				t.Fatalf("%s mode, after the lock: %d round keys in mlocked memory; elsewhere: %s", mode, inMlocked, strings.Join(leaks, "; "))
 			}
 			t.Logf("%s, locked: no data key and no round key in the database process", mode)
 		})
@@ -94,9 +94,9 @@ func TestWiredTigerLeavesNoKeyAfterLock(t *testing.T) {
 
 // scanForKeys reads pid's memory and counts each data key and its AES-256
 // round keys (in byte order, as AES-NI and CPACF keep them, and in the
-// 32-bit words of Go's generic code) in locked mappings, and lists those
+// 32-bit words of Go's generic code) in mlocked mappings, and lists those
 // found elsewhere.
-func scanForKeys(t *testing.T, pid int, keys [][]byte) (inLocked int, leaks []string) {
+func scanForKeys(t *testing.T, pid int, keys [][]byte) (inMlocked int, leaks []string) {
 	t.Helper()
 	type needle struct {
 		name string
@@ -124,18 +124,18 @@ func scanForKeys(t *testing.T, pid int, keys [][]byte) (inLocked int, leaks []st
 			c := bytes.Count(buf, nd.b)
 			switch {
 			case c == 0:
-			case r.Locked:
+			case r.Mlocked:
 				// The plugin's key state: the schedule starts with the key.
-				inLocked += c
+				inMlocked += c
 			default:
-				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (locked: %v)", c, nd.name, r.Name, r.Locked))
+				leaks = append(leaks, fmt.Sprintf("%d× %s in %s (mlocked: %v)", c, nd.name, r.Name, r.Mlocked))
 			}
 		}
 	}, 0)
 	if scanned < 1<<20 {
 		t.Fatalf("only %d bytes searched: the search proves nothing", scanned)
 	}
-	return inLocked, leaks
+	return inMlocked, leaks
 }
 
 // roundKeys expands an AES-256 key into its 15 round keys (FIPS-197 5.2).

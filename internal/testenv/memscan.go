@@ -39,7 +39,7 @@ func EachRegion(t testing.TB, pid int, f func(r Region, buf []byte), max uint64)
 type Region struct {
 	Start, End uint64
 	Name       string
-	Locked     bool // the kernel holds it in memory (mlock: VmFlags lo)
+	Mlocked    bool // the kernel holds it in memory (mlock: VmFlags lo)
 }
 
 // memoryRegions lists the readable mappings of pid from /proc/PID/smaps,
@@ -77,7 +77,7 @@ func memoryRegions(pid int) ([]Region, error) {
 		}
 		if cur != nil && strings.HasPrefix(line, "VmFlags:") {
 			for _, fl := range fields[1:] {
-				cur.Locked = cur.Locked || fl == "lo"
+				cur.Mlocked = cur.Mlocked || fl == "lo"
 			}
 		}
 	}
