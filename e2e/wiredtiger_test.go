@@ -154,22 +154,22 @@ type holder struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
-	log *lockedBuffer
+	log *syncBuffer
 }
 
-// lockedBuffer collects a process's stderr while the test reads it.
-type lockedBuffer struct {
+// syncBuffer collects a process's stderr while the test reads it.
+type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -186,7 +186,7 @@ func startHolder(t *testing.T, cmd *exec.Cmd) *holder {
 	t.Helper()
 	in, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	log := &lockedBuffer{}
+	log := &syncBuffer{}
 	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -368,7 +368,7 @@ func TestWiredTigerRefusesAProcessByokdDoesNotAllow(t *testing.T) {
 func killWhen(t *testing.T, cmd *exec.Cmd, prefix string, from, killAt int) int {
 	t.Helper()
 	out, _ := cmd.StdoutPipe()
-	var stderr lockedBuffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -53,7 +53,7 @@ func StartSWTPM(t testing.TB) *SWTPM {
 	ctrl, ctrlChild := socketpair(t, "swtpm-ctrl")
 	cmd := exec.Command(bin, swtpmArgs(t.TempDir())...)
 	cmd.ExtraFiles = []*os.File{connChild, ctrlChild} // fds 3 and 4
-	var stderr lockedBuffer
+	var stderr cappedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		conn.Close()
@@ -171,12 +171,14 @@ func (s *SWTPM) Stop() {
 	}
 }
 
-type lockedBuffer struct {
+// cappedBuffer keeps what is written to it until it holds 64 KiB, for a
+// process's stderr that another goroutine reads.
+type cappedBuffer struct {
 	mu sync.Mutex
 	b  []byte
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *cappedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.b) < 64<<10 {
@@ -185,13 +187,13 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (l *lockedBuffer) Len() int {
+func (l *cappedBuffer) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.b)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *cappedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return string(l.b)
