@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # byokd — build, test and run. `make help` lists the targets.
 GO       ?= go
 BIN      := bin

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package e2e tests byokd, byokctl and kpemu together as real processes on
 // a real unix socket.
 package e2e

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package kpemu emulates IBM Key Protect's v2 API and the IAM token endpoint
 // closely enough that the real keyprotect-go-client works against it unchanged.
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package version is the release version of byokd's binaries and of the
 // WiredTiger plugin. It is a leaf: it imports nothing, so that a binary can
 // print its version without linking anything else.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package actions runs the operator's lock actions (e.g. stop the database
 // unit) when the node locks, each with a timeout, logging their output.
 package actions

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package audit writes byokd's audit records: log records with
 // event=audit, an action from a fixed list and fields with fixed keys, so
 // that operators and tests can select and parse them, and a call site can

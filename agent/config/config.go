@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package config loads byokd's TOML configuration strictly, fills in its defaults, and reads the Key Protect API key it points at.
 package config
 

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package daemon runs byokd as a process: it makes the process
 // non-dumpable, takes the key provider socket (from systemd or made here),
 // builds the node, speaks sd_notify and feeds the watchdog, and stops on

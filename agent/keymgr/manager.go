@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package keymgr manages the node's data encryption key: it provisions,
 // unlocks, proves and re-wraps it through Key Protect, keeps the node on
 // the one key it has served, and turns Key Protect's answers into lock

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package keyprotect talks to IBM Key Protect for byokd — metadata, wrap and
 // unwrap of the node key — and classifies every answer for the lock.
 //

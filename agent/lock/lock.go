@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package lock is byokd's lock state machine: one table of state × event →
 // state + actions, and the subscribers that react to every change.
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package metrics holds byokd's Prometheus metrics on a registry of its own.
 // No metric carries a key, a token or an API key: labels are states, reasons,
 // operations, outcomes, methods and gRPC codes.

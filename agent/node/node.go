@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package node assembles one byokd node below the process — Key Protect
 // client, wrapped key store, sealer, lock machine, key manager and its
 // scheduler, key provider server, ops listener, lock actions — from a

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package notify speaks systemd's notify protocol for byokd: READY once the
 // socket is served, STATUS kept current with the lock state, WATCHDOG only
 // while the main loop beats, STOPPING on shutdown.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ops serves byokd's operator probes on a loopback HTTP listener:
 // /healthz (the process works), /readyz (keys are served) and /metrics.
 package ops

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package server serves byokd's key provider (byokd.keyprovider.v1) and
 // grpc.health.v1 on a unix socket, to callers allowed by SO_PEERCRED.
 package server

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package wdek keeps the node's wrapped data encryption key in one JSON
 // file in the state folder, written atomically and never overwritten by
 // accident or through a link.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package keyprovider is the client of byokd's key provider socket, the
 // byokd.keyprovider.v1 gRPC service (proto/byokd/keyprovider/v1): where the
 // socket is, how to dial it, the key-provider modes, which node states serve

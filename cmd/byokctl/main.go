@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command byokctl is the operator's CLI for byokd: status, watch, health,
 // wait, check-config, the key identity actions accept-key and forget-key,
 // and version.

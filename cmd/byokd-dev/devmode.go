@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package main
 
 // The dev setup: an in-process Key Protect emulator with a root key, and a

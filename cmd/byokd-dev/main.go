@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command byokd-dev runs byokd for development (`make run`): byokd's own
 // daemon code with an in-process Key Protect emulator, the memory sealer
 // and a config it writes itself, everything in one folder (.dev/). It is

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command byokd is the node agent: it unwraps the node's data encryption
 // key through Key Protect, keeps it sealed, serves derived keys on a unix
 // socket and locks when the customer's root key goes away.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command kpemu runs a local IBM Key Protect + IAM emulator for development,
 // demos and tests. See docs/kpemu.md.
 package main

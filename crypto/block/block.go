@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package block seals and opens storage blocks in byokd's block format,
 // shared by strict mode and the storage-engine plugin.
 //

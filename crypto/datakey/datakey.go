@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package datakey derives per-table data keys from the node's DEK with HKDF-Expand-SHA256.
 package datakey
 

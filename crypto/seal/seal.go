@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package seal holds the node's DEK behind a Sealer so data keys can be derived without handing the DEK out.
 package seal
 

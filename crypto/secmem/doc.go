@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package secmem keeps key material in locked, non-dumpable memory and wipes it when done.
 package secmem
 

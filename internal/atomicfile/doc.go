@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package atomicfile puts files in place so that a crash or a failure at any
 // point leaves either the old file or the new one, whole: never a mix, a
 // torn file or nothing. It is the one way byokd writes a file that must not

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package clock is the time source of byokd's timing logic: the real clock
 // in the daemon, a fake one that tests move by hand, so that backoff, grace,
 // confirmation windows and proof timing run in milliseconds.

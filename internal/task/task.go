@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package task runs a daemon's long-lived parts together: when the first
 // one returns, the others are cancelled, and Run waits for all of them.
 package task

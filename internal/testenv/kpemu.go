@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package testenv starts the real parts byokd's tests run against — kpemu,
 // byokd itself, swtpm, the WiredTiger builds and the plugin — and cleans
 // them up with t.Cleanup.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // The parts of WiredTiger's extension interface that differ between the
 // WiredTiger lines the plugin supports, and those it relies on being equal.
 //

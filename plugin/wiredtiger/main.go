@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command libbyokd-wiredtiger is a WiredTiger encryptor extension, built with
 // -buildmode=c-shared: it registers the encryptor "byokd", whose keys exist
 // only while byokd is unlocked. See docs/wiredtiger.md.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // The WiredTiger side of the byokd encryptor: finds which WiredTiger loaded
 // it, fills WT_ENCRYPTOR with static callbacks that call the exported Go
 // functions, reads the extension's and each table's configuration, and

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package cpacf seals the DEK as a CPACF protected HMAC key on IBM Z and derives data keys with the KMAC instruction.
 package cpacf
 

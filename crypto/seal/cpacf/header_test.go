@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 //go:build !s390x
 
 // This test compiles and runs a C program with the host C compiler, so it

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package sealtest is the conformance suite every seal.Sealer backend runs.
 package sealtest
 

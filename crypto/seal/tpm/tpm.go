@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package tpm seals the DEK into a TPM 2.0 keyed-hash object, so that data keys are derived by TPM2_HMAC inside the TPM.
 package tpm
 

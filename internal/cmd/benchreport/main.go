@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command benchreport runs every benchmark of docs/BENCHMARKS.md and
 // writes the whole report: each command line, each figure with its ratio
 // against a baseline measured in the same run, and the machine they ran

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package keycache is the storage-engine plugin's side of byokd: it fetches
 // data keys over byokd's socket (release mode) or has byokd encrypt and
 // decrypt (strict mode), keeps fetched keys in locked memory, and wipes them

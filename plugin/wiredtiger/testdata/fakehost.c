@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // fakehost loads libbyokd-wiredtiger.so the way WiredTiger does and calls its
 // wiredtiger_extension_init with a connection whose every method aborts the
 // process, but for the two the plugin may call in the line it is built to

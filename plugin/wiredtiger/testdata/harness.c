@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // harness drives a real WiredTiger database for byokd's plugin tests and the
 // WiredTiger benchmark. Built by the tests with: cc -O2 -o harness harness.c -lwiredtiger
 //

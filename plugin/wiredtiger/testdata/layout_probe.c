@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // layout_probe checks plugin/wiredtiger/layout.h against one WiredTiger
 // line's own headers. Built by e2e TestWiredTigerLayouts with
 //   cc -I <the line's include folder> -o layout_probe layout_probe.c

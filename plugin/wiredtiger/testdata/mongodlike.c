@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // mongodlike drives WiredTiger the way mongod 8.0 does a collection with its
 // _id index, for byokd's plugin tests: the connection, collection and index
 // configurations are mongod's (the test passes them), a record is a

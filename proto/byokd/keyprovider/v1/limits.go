@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package keyproviderv1
 
 // Limits of the key provider protocol, shared by byokd and its clients so
