@@ -367,7 +367,7 @@ func (p *Provider) Encrypt(h int, src, dst []byte) (int, error) {
 		if len(src) > pb.MaxPlaintext {
 			return 0, fmt.Errorf("byokd: strict mode encrypts blocks of at most %d bytes; this one has %d (lower the table's leaf_value_max)", pb.MaxPlaintext, len(src))
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), blockTimeout(len(src)))
 		defer cancel()
 		r, err := p.client.Encrypt(ctx, &pb.EncryptRequest{KeyId: keyID, Plaintext: src})
 		if err != nil {
@@ -417,7 +417,7 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 		if err := p.check(); err != nil {
 			return 0, err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), blockTimeout(len(src)))
 		defer cancel()
 		r, err := p.client.Decrypt(ctx, &pb.DecryptRequest{KeyId: keyID, Ciphertext: src})
 		if err != nil {
@@ -457,6 +457,14 @@ func (p *Provider) keyID(h int) (string, error) {
 		return "", fmt.Errorf("byokd: unknown encryptor handle %d", h)
 	}
 	return e.keyID, nil
+}
+
+// blockTimeout bounds a strict-mode call on a block of n bytes: 10 s, and
+// 1 s more per MiB, so that a hung byokd fails a page's call in 10 s while
+// the largest block (64 MiB) has time to cross the socket twice on a busy
+// host (it took 11 s under the race detector on a loaded 2-core machine).
+func blockTimeout(n int) time.Duration {
+	return 10*time.Second + time.Duration(n>>20)*time.Second
 }
 
 func (p *Provider) rpcErr(op string, err error) error {
