@@ -216,7 +216,7 @@ func byokdConfig(t testing.TB, k *KP, o Options, dir, socket string) *config.Con
 	c.Sealer.Backend = "memory"
 	c.Socket.Path, c.Socket.Mode, c.Socket.Group = socket, 0o600, ""
 	c.Socket.AllowedUIDs = []int{os.Getuid()}
-	c.Socket.Modes = []string{"release", "strict"}
+	c.Socket.Modes = []string{string(keyprovider.Release), string(keyprovider.Strict)}
 	c.Ops.Listen = "127.0.0.1:0"
 	c.Log.Level, c.Log.Format = "debug", "json"
 	if o.Config != nil {
