@@ -12,6 +12,7 @@ package keyprovider
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 
 	"google.golang.org/grpc"
@@ -73,7 +74,10 @@ var (
 
 // Error is a refusal from byokd, or a failure to reach it: the gRPC code
 // and byokd's message. errors.Is matches it against ErrLocked, ErrRefused
-// and ErrUnavailable by its code.
+// and ErrUnavailable by its code, which is what those mean for the key calls
+// (GetDataKey, Encrypt, Decrypt) and Status; an operator call (AcceptKey,
+// ForgetKey) also answers FAILED_PRECONDITION when it does not apply to the
+// node's state, which its message says.
 type Error struct {
 	Code codes.Code
 	Msg  string
@@ -123,13 +127,16 @@ func Dial(path string, opts ...grpc.DialOption) (*Client, error) {
 	if path == "" {
 		path = DefaultSocket
 	}
-	// A gRPC "unix://" target is a URL: a relative path there would be read
-	// as a host name (".dev" in unix://.dev/keyprovider.sock).
+	// A gRPC "unix://" target is a URL: a relative path pasted into it
+	// would be read as a host name (".dev" in unix://.dev/keyprovider.sock),
+	// and '#', '?' or '%' in a path as URL syntax; an absolute path,
+	// escaped, is only ever a path.
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("byokd socket %s: %w", path, err)
 	}
-	conn, err := grpc.NewClient("unix://"+abs, append([]grpc.DialOption{
+	target := (&url.URL{Scheme: "unix", Path: abs}).String()
+	conn, err := grpc.NewClient(target, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithUserAgent("byokd-client/" + version.Version),
 	}, opts...)...)

@@ -81,7 +81,14 @@ func TestDialPaths(t *testing.T) {
 	s := &server{agent: make(chan string, 1)}
 	abs := serve(t, filepath.Join(dir, ".dev"), "keyprovider.sock", s)
 	t.Chdir(dir)
-	for _, path := range []string{abs, ".dev/keyprovider.sock", "./.dev/keyprovider.sock", "../" + filepath.Base(dir) + "/.dev/keyprovider.sock"} {
+	// Characters that mean something in a URL, in a folder name.
+	odd := filepath.Join(dir, "a b#c?d%41ü")
+	if err := os.Mkdir(odd, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	oddSock := serve(t, odd, "k.sock", s)
+	for _, path := range []string{abs, ".dev/keyprovider.sock", "./.dev/keyprovider.sock", "../" + filepath.Base(dir) + "/.dev/keyprovider.sock",
+		oddSock, "a b#c?d%41ü/k.sock"} {
 		st, err := status1(t, path)
 		if err != nil {
 			t.Fatalf("Status through %q: %v", path, err)
