@@ -111,7 +111,9 @@ func (s *Store) writeAtomic(name string, b []byte, replace bool) error {
 	}
 	err := d.Create(name, b, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return ErrExists
+		// With the link's error, and the temp file's removal's if that
+		// failed too.
+		return errors.Join(ErrExists, err)
 	}
 	return err
 }

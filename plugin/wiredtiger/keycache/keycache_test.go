@@ -449,3 +449,19 @@ func TestWipingCodecLeavesNoCopy(t *testing.T) {
 		t.Fatalf("%d copies of the data key left in this process's memory", copies)
 	}
 }
+
+// TestBlockTimeout: a page's strict-mode call is bounded by 10 s; the
+// largest block gets 1 s more per MiB.
+func TestBlockTimeout(t *testing.T) {
+	for n, want := range map[int]time.Duration{
+		0:               10 * time.Second,
+		4096:            10 * time.Second,
+		1<<20 - 1:       10 * time.Second,
+		1 << 20:         11 * time.Second,
+		pb.MaxPlaintext: 74 * time.Second,
+	} {
+		if got := blockTimeout(n); got != want {
+			t.Errorf("blockTimeout(%d) = %v, want %v", n, got, want)
+		}
+	}
+}
