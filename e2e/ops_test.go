@@ -224,3 +224,56 @@ func TestByokctlTakesARelativeSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckConfigOfTheSystemdCredentialSetup: the documented setup leaves
+// keyprotect.api_key_file out, and byokd.service hands the API key over as
+// the credential kp-apikey from /etc/byokd/apikey. byokctl check-config,
+// run from an operator's shell (no $CREDENTIALS_DIRECTORY), checks the
+// config as byokd will see it under its unit, and checks the credential's
+// source file; it refused the setup before ("required when
+// $CREDENTIALS_DIRECTORY is not set"), so the postinst's
+// "check-config && systemctl start byokd" never started byokd.
+func TestCheckConfigOfTheSystemdCredentialSetup(t *testing.T) {
+	bins := testenv.Binaries(t)
+	dir := t.TempDir()
+	cfg := `cluster_id = "c"
+[keyprotect]
+url = "https://kp.example"
+instance_id = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+root_key_id = "root-alias"
+[state]
+dir = "` + dir + `"
+[socket]
+allowed_uids = [0]
+`
+	path := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	source := filepath.Join(dir, "apikey")
+	check := func() (string, error) {
+		cmd := exec.Command(filepath.Join(bins, "byokctl"), "check-config", "--credential", source, path)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := check(); err == nil || !strings.Contains(out, source) || !strings.Contains(out, "kp-apikey") {
+		t.Fatalf("check-config with no API key source: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(source, []byte("a-secret-api-key-value\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := check(); err == nil || !strings.Contains(out, "0644") {
+		t.Fatalf("check-config with a readable API key source: %v\n%s", err, out)
+	}
+	if err := os.Chmod(source, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := check()
+	if err != nil || !strings.Contains(out, "ok") || !strings.Contains(out, "credential kp-apikey") {
+		t.Fatalf("check-config of the documented setup: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "a-secret-api-key-value") {
+		t.Fatal("the API key is in check-config's output")
+	}
+}

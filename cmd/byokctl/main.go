@@ -34,7 +34,11 @@ Commands:
   watch [--json]                   print every state change until interrupted
   health                           exit 0 only when keys are served (for probes)
   wait --unlocked [--timeout D]    wait until keys are served; exit 1 on timeout
-  check-config FILE                validate a byokd config file without starting
+  check-config [--credential F] FILE
+                                   validate a byokd config file without starting, as
+                                   byokd.service runs it (API key from the credential
+                                   file F, default /etc/byokd/apikey, unless the config
+                                   names keyprotect.api_key_file)
   accept-key CURRENT OFFERED       serve the other data key byokd refused: its wrapped
                                    key file unwraps to OFFERED, not to CURRENT, the key
                                    the node served (both as status shows them). Data
@@ -361,17 +365,65 @@ func grpcMessage(err error) string {
 	return err.Error()
 }
 
+// The API key as byokd.service hands it over: LoadCredential=kp-apikey:
+// /etc/byokd/apikey, which systemd puts in the unit's credentials folder
+// (TestUnitHandsOverTheCredentialCheckConfigChecks keeps these in step with
+// systemd/byokd.service).
+const (
+	unitCredentialSource = "/etc/byokd/apikey"
+	unitCredentialsDir   = "/run/credentials/byokd.service"
+	credentialName       = "kp-apikey"
+)
+
 func checkConfig(args []string, w io.Writer) error {
-	if len(args) != 1 {
-		return &exitError{code: 2, msg: "usage: byokctl check-config FILE"}
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	fs.SetOutput(w)
+	source := fs.String("credential", unitCredentialSource, "the file byokd.service hands byokd as the credential "+credentialName+", checked when the config names no keyprotect.api_key_file")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		return &exitError{code: 2, msg: "usage: byokctl check-config [--credential FILE] FILE"}
 	}
-	cfg, err := config.Load(args[0])
+	path := fs.Arg(0)
+	// Run from an operator's shell, there is no credentials folder: check
+	// the config as byokd sees it under its unit, which has one.
+	underUnit := os.Getenv("CREDENTIALS_DIRECTORY") == ""
+	if underUnit {
+		if err := os.Setenv("CREDENTIALS_DIRECTORY", unitCredentialsDir); err != nil {
+			return err
+		}
+	}
+	cfg, err := config.Load(path)
 	if err != nil {
 		return &exitError{code: 1, msg: err.Error()}
 	}
-	fmt.Fprintf(w, "%s: ok\n", args[0])
+	if underUnit && cfg.KeyProtect.APIKeyFile == filepath.Join(unitCredentialsDir, credentialName) {
+		if err := checkCredentialSource(*source); err != nil {
+			return &exitError{code: 1, msg: err.Error()}
+		}
+		fmt.Fprintf(w, "%s: ok (API key: the systemd credential %s, from %s)\n", path, credentialName, *source)
+	} else {
+		fmt.Fprintf(w, "%s: ok\n", path)
+	}
 	for _, l := range cfg.Loosened() {
 		fmt.Fprintf(w, "warning: %s\n", l)
+	}
+	return nil
+}
+
+// checkCredentialSource checks the file systemd reads the API key from:
+// there, a regular non-empty file, readable by its owner only. It does not
+// read the key.
+func checkCredentialSource(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("the API key: keyprotect.api_key_file is left out, so byokd.service hands byokd the credential %s from %s: %w", credentialName, path, err)
+	}
+	switch {
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("the API key: %s is not a regular file (mode %s)", path, fi.Mode())
+	case fi.Size() == 0:
+		return fmt.Errorf("the API key: %s is empty", path)
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("the API key: %s has mode %04o; make it readable by its owner only (chmod 0600)", path, fi.Mode().Perm())
 	}
 	return nil
 }
