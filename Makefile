@@ -7,7 +7,7 @@ ROWS     ?= 1000000
 CMDS     := byokd byokd-dev byokctl kpemu
 BUF      := $(GO) tool -modfile=tools/buf/go.mod buf
 
-.PHONY: wiredtiger help build build-s390x plugin package check-units test-packages test-s390x chaos crash load soak stress-wiredtiger test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
+.PHONY: wiredtiger systemd-rootfs help build build-s390x plugin package check-units test-packages test-s390x chaos crash load soak stress-wiredtiger test unit lint generate check-generate fuzz bench bench-wiredtiger run clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -52,7 +52,10 @@ wiredtiger: ## build (or find in the cache) the WiredTiger lines the plugin's te
 
 test: lint unit test-s390x fuzz check-units test-packages ## what CI runs: lint, tests, short fuzzing, units, packages
 
-unit: wiredtiger ## all tests, with the race detector
+systemd-rootfs: ## build (or find in the cache) the root file system of the systemd container the systest suite boots
+	@scripts/systemd-rootfs >/dev/null
+
+unit: wiredtiger systemd-rootfs ## all tests, with the race detector (systest/ boots a real systemd in a container)
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 lint: check-generate ## gofmt, go vet, staticcheck and buf lint must be clean; generated code current

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package systest installs byokd's packages in a container that boots a
+// real systemd (systemd-nspawn, Debian 12) and runs it there as shipped:
+// the units' hardening, socket activation, credentials, the watchdog, lock
+// actions, upgrades and removal.
+package systest
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/byokd/byokd/agent/config"
+	"github.com/byokd/byokd/internal/testenv"
+)
+
+const (
+	// The versions the tests install; the second upgrades the first.
+	v1 = "1.0.0"
+	v2 = "1.0.1"
+
+	kpAddr     = "127.0.0.1:8787"
+	kpInstance = "00000000-0000-4000-8000-0000000005e5"
+	kpAPIKey   = "systest-api-key"
+)
+
+var (
+	distOnce sync.Once
+	dists    map[string]string
+)
+
+// packages builds the .debs of v1 and v2 once per test process.
+func packages(t *testing.T) map[string]string {
+	t.Helper()
+	distOnce.Do(func() {
+		dists = map[string]string{}
+		for _, v := range []string{v1, v2} {
+			dists[v] = testenv.Packages(t, v)
+		}
+	})
+	if dists[v2] == "" {
+		t.Fatal("the packages were not built")
+	}
+	return dists
+}
+
+// node is a container with the packages of both versions at /ci/VERSION/
+// and the test binaries (kpemu) at /ci/bin/.
+type node struct {
+	*testenv.Container
+	root string // the Key Protect root key, once configured
+}
+
+func boot(t *testing.T) *node {
+	t.Helper()
+	d := packages(t)
+	binds := map[string]string{testenv.Binaries(t): "/ci/bin"}
+	for v, dir := range d {
+		binds[dir] = "/ci/" + v
+	}
+	return &node{Container: testenv.BootContainer(t, binds)}
+}
+
+func (n *node) deb(name, version string) string {
+	return fmt.Sprintf("/ci/%s/%s_%s_%s.deb", version, name, version, goarch())
+}
+
+// goarch is the architecture the packages are built for: this machine's.
+func goarch() string { return runtime.GOARCH }
+
+// install installs byokd (and the plugin) of version with dpkg.
+func (n *node) install(t *testing.T, version string) string {
+	t.Helper()
+	return n.MustRun(t, "dpkg", "-i", n.deb("byokd", version), n.deb("byokd-wiredtiger", version))
+}
+
+// startKP runs kpemu in the container as a unit, with a root key, and
+// returns the root key's id.
+func (n *node) startKP(t *testing.T) string {
+	t.Helper()
+	n.WriteFile(t, "/etc/systemd/system/kpemu.service", []byte(`[Unit]
+Description=Key Protect emulator for the tests
+[Service]
+ExecStart=/ci/bin/kpemu --addr `+kpAddr+` --api-key `+kpAPIKey+` --instance-id `+kpInstance+` --action-cooldown 0 --rotate-cooldown 0 --quiet --state /var/lib/kpemu.json
+`), 0o644)
+	n.MustRun(t, "systemctl", "daemon-reload")
+	n.MustRun(t, "systemctl", "start", "kpemu.service")
+	var out string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		out, err = n.kpctl("create-root", "systest-root")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kpemu ctl create-root: %v\n%s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	n.root = strings.TrimSpace(out)
+	return n.root
+}
+
+// kpctl plays the customer with kpemu ctl inside the container.
+func (n *node) kpctl(args ...string) (string, error) {
+	env := []string{"env", "KP_URL=http://" + kpAddr, "KP_API_KEY=" + kpAPIKey, "KP_INSTANCE_ID=" + kpInstance}
+	if n.root != "" {
+		env = append(env, "KP_ROOT_KEY_ID="+n.root)
+	}
+	return n.Run(append(append(env, "/ci/bin/kpemu", "ctl"), args...)...)
+}
+
+// configure writes /etc/byokd/config.toml for a node of the emulator's
+// instance (poll every second, provisioning on, the callers root and the
+// byokd-clients group) and the API key to /etc/byokd/apikey, as the
+// postinst's steps say: handed to byokd as a systemd credential.
+func (n *node) configure(t *testing.T, edit func(*config.Config)) {
+	t.Helper()
+	c := config.Default()
+	c.ClusterID = "systest"
+	c.KeyProtect.URL, c.KeyProtect.IAMURL = "http://"+kpAddr, "http://"+kpAddr
+	c.KeyProtect.InstanceID, c.KeyProtect.RootKeyID = kpInstance, n.root
+	c.KeyProtect.AllowInsecureHTTP = true
+	c.State.Provision = true
+	c.Poll.Interval = config.Duration(time.Second)
+	c.Socket.AllowedUIDs = []int{0}
+	if edit != nil {
+		edit(c)
+	}
+	b, err := config.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.WriteFile(t, "/etc/byokd/config.toml", b, 0o644)
+	n.WriteFile(t, "/etc/byokd/apikey", []byte(kpAPIKey+"\n"), 0o600)
+}
+
+// waitState waits until byokctl status says state.
+func (n *node) waitState(t *testing.T, state string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		out, _ := n.Run("byokctl", "status", "--json")
+		if strings.Contains(out, `"state":"`+state+`"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			journal, _ := n.Run("journalctl", "-u", "byokd", "--no-pager", "-n", "50")
+			t.Fatalf("byokd not %s after %v: %s\n%s", state, d, out, journal)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestInstallConfigureStart installs the packages as an operator would,
+// follows the steps the postinst prints, and starts byokd through its
+// socket (socket activation) under the units as shipped.
+func TestInstallConfigureStart(t *testing.T) {
+	n := boot(t)
+	out := n.install(t, v1)
+	for _, want := range []string{"not started: it is not configured yet", "byokctl check-config /etc/byokd/config.toml"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("dpkg -i does not say %q:\n%s", want, out)
+		}
+	}
+	n.Sh(t, `getent passwd byokd >/dev/null && getent group byokd-clients >/dev/null
+[ "$(stat -c '%U:%G %a' /var/lib/byokd)" = "byokd:byokd 700" ]
+[ "$(systemctl is-enabled byokd.service byokd.socket | sort -u)" = enabled ]
+! systemctl is-active --quiet byokd.service`)
+
+	n.startKP(t)
+	n.configure(t, nil)
+	// The postinst's step 3, run from an operator's shell: no
+	// $CREDENTIALS_DIRECTORY there.
+	if out, err := n.Run("sh", "-c", "byokctl check-config /etc/byokd/config.toml && systemctl start byokd.socket"); err != nil {
+		t.Fatalf("the postinst's check-config step fails on the documented configuration: %v\n%s", err, out)
+	}
+	// The first client starts byokd through the socket.
+	if out, err := n.Run("byokctl", "wait", "--unlocked", "--timeout", "30s"); err != nil {
+		journal, _ := n.Run("journalctl", "-u", "byokd", "--no-pager", "-n", "50")
+		t.Fatalf("byokctl wait --unlocked: %v\n%s\n%s", err, out, journal)
+	}
+	if st := n.MustRun(t, "systemctl", "show", "-P", "StatusText", "byokd.service"); !strings.HasPrefix(st, "UNLOCKED") {
+		t.Fatalf("systemctl status line: %q", st)
+	}
+	n.Sh(t, `[ -s /var/lib/byokd/dek.json ] && [ "$(stat -c '%U %a' /var/lib/byokd/dek.json)" = "byokd 600" ]`)
+
+	if out, err := n.kpctl("disable"); err != nil {
+		t.Fatalf("disable: %v\n%s", err, out)
+	}
+	n.waitState(t, "LOCKED", 3*time.Second)
+	if out, err := n.kpctl("enable"); err != nil {
+		t.Fatalf("enable: %v\n%s", err, out)
+	}
+	n.waitState(t, "UNLOCKED", 3*time.Second)
+}
+
+// start configures the node and starts byokd through its socket, waiting
+// until it serves keys.
+func (n *node) start(t *testing.T) {
+	t.Helper()
+	n.MustRun(t, "systemctl", "start", "byokd.socket")
+	if out, err := n.Run("byokctl", "wait", "--unlocked", "--timeout", "30s"); err != nil {
+		journal, _ := n.Run("journalctl", "-u", "byokd", "--no-pager", "-n", "50")
+		t.Fatalf("byokctl wait --unlocked: %v\n%s\n%s", err, out, journal)
+	}
+}
+
+// TestRemoveReinstallPurge: removing the packages stops byokd and keeps its
+// wrapped key; installing them again brings byokd back (Debian's remove
+// masked the units, and nothing unmasked them: byokd, and mongod through
+// its drop-in, could not start); purge keeps the wrapped key and says where.
+func TestRemoveReinstallPurge(t *testing.T) {
+	n := boot(t)
+	n.install(t, v1)
+	n.startKP(t)
+	n.configure(t, nil)
+	n.start(t)
+	fp := n.MustRun(t, "byokctl", "status", "--json")
+
+	n.MustRun(t, "dpkg", "-r", "byokd-wiredtiger", "byokd")
+	n.Sh(t, `! systemctl is-active --quiet byokd.service && [ -s /var/lib/byokd/dek.json ]`)
+	n.install(t, v1)
+	if out, _ := n.Run("systemctl", "is-enabled", "byokd.service", "byokd.socket"); strings.TrimSpace(out) != "enabled\nenabled" {
+		t.Fatalf("after remove and reinstall the units are %q, want enabled", out)
+	}
+	n.start(t)
+	if after := n.MustRun(t, "byokctl", "status", "--json"); fingerprint(t, after) != fingerprint(t, fp) {
+		t.Fatalf("the reinstalled byokd serves another key: %s, then %s", fingerprint(t, fp), fingerprint(t, after))
+	}
+
+	out := n.MustRun(t, "dpkg", "-P", "byokd-wiredtiger", "byokd")
+	if !strings.Contains(out, "/var/lib/byokd/dek.json") {
+		t.Fatalf("purge does not say where the wrapped key is:\n%s", out)
+	}
+	n.Sh(t, `[ -s /var/lib/byokd/dek.json ] && [ ! -e /etc/byokd/apikey ] && ! systemctl is-active --quiet byokd.service`)
+}
+
+// fingerprint is the data key fingerprint in byokctl status --json.
+func fingerprint(t *testing.T, status string) string {
+	t.Helper()
+	i := strings.Index(status, `"key_fingerprint":"`)
+	if i < 0 {
+		t.Fatalf("no key fingerprint in %s", status)
+	}
+	return status[i : i+strings.Index(status[i+19:], `"`)+19]
+}
