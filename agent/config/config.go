@@ -253,6 +253,10 @@ func checkFile(path string, fi os.FileInfo) error {
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
 		return &Error{File: path, Msg: fmt.Sprintf("mode %04o lets group or others write it (chmod go-w %s)", uint32(perm), path)}
 	}
+	// Its owner can rewrite it whatever its mode.
+	if uid, ok := owner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		return &Error{File: path, Msg: fmt.Sprintf("owned by uid %d, who can rewrite it; it must be owned by root or by uid %d that byokd runs as (chown root %s)", uid, os.Geteuid(), path)}
+	}
 	return nil
 }
 

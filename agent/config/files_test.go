@@ -358,3 +358,33 @@ func TestAPIKeyNeverPrintsOrLogsItsValue(t *testing.T) {
 		t.Errorf("fmt = %q", got)
 	}
 }
+
+// TestLoadRefusesAConfigOfAnotherUser: a config file its owner can rewrite
+// is byokd's config only when that owner is root or byokd's own user; a
+// user-owned 0644 file was accepted.
+func TestLoadRefusesAConfigOfAnotherUser(t *testing.T) {
+	fi := fakeFileInfo{mode: 0o644, uid: 4242}
+	if os.Geteuid() == 4242 {
+		fi.uid = 4243
+	}
+	err := checkFile("/etc/byokd/config.toml", fi)
+	want := fmt.Sprintf("/etc/byokd/config.toml: owned by uid %d, who can rewrite it; it must be owned by root or by uid %d that byokd runs as (chown root /etc/byokd/config.toml)", fi.uid, os.Geteuid())
+	if err == nil || err.Error() != want {
+		t.Errorf("checkFile: %v\nwant %s", err, want)
+	}
+	for _, uid := range []uint32{0, uint32(os.Geteuid())} {
+		if err := checkFile("/c.toml", fakeFileInfo{mode: 0o644, uid: uid}); err != nil {
+			t.Errorf("owned by uid %d: %v", uid, err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("this test chowns a file to another user and needs root (CI runs as root)")
+	}
+	p := writeFile(t, t.TempDir(), "config.toml", minimal, 0o644)
+	if err := os.Chown(p, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
+		t.Errorf("config of uid 4242: %v", err)
+	}
+}
