@@ -250,3 +250,32 @@ func fingerprint(t *testing.T, status string) string {
 	}
 	return status[i : i+strings.Index(status[i+19:], `"`)+19]
 }
+
+// TestTPMDeviceIsOpenUnderTheUnit: the kernel's /dev/tpmrm0 is root:tss
+// 0660 (Debian's tpm-udev); byokd runs as User=byokd, which must be in tss
+// to open it (it was not: backend = "tpm" failed with "permission
+// denied"). The container has no TPM: a character device node with
+// /dev/null's numbers stands in for it, with the TPM's owner and mode, so
+// byokd opens it and then fails on what it reads, not on the permission.
+func TestTPMDeviceIsOpenUnderTheUnit(t *testing.T) {
+	n := boot(t)
+	n.MustRun(t, "groupadd", "--system", "tss") // as tpm-udev does
+	n.install(t, v1)
+	n.Sh(t, `mknod -m 0660 /dev/tpmrm0 c 1 3 && chown root:tss /dev/tpmrm0`)
+	n.startKP(t)
+	n.configure(t, func(c *config.Config) { c.Sealer.Backend = "tpm" })
+	_, _ = n.Run("systemctl", "start", "byokd.service") // fails: no TPM answers
+	deadline := time.Now().Add(10 * time.Second)
+	var journal string
+	for !strings.Contains(journal, "/dev/tpmrm0") {
+		if time.Now().After(deadline) {
+			t.Fatalf("byokd did not report on /dev/tpmrm0 in 10 s:\n%s", journal)
+		}
+		time.Sleep(200 * time.Millisecond)
+		journal, _ = n.Run("journalctl", "-u", "byokd", "--no-pager", "-o", "cat")
+	}
+	if strings.Contains(journal, "permission denied") {
+		t.Fatalf("byokd may not open the TPM under its unit:\n%s", journal)
+	}
+	n.Sh(t, `id -nG byokd | tr ' ' '\n' | grep -qx tss`)
+}
