@@ -279,3 +279,34 @@ func TestTPMDeviceIsOpenUnderTheUnit(t *testing.T) {
 	}
 	n.Sh(t, `id -nG byokd | tr ' ' '\n' | grep -qx tss`)
 }
+
+// TestCallersBySupplementaryGroup: the database's user joins byokd-clients
+// as a supplementary group (the sysusers file says so); under the unit's
+// ProtectProc=invisible byokd cannot read another user's /proc/PID/status,
+// so it read no supplementary groups and refused that caller. The kernel
+// hands them over with the connection (SO_PEERGROUPS).
+func TestCallersBySupplementaryGroup(t *testing.T) {
+	n := boot(t)
+	n.install(t, v1)
+	n.Sh(t, `useradd --system --user-group --no-create-home mongodb && usermod -aG byokd-clients mongodb
+useradd --system --user-group --no-create-home stranger`)
+	gid := strings.TrimSpace(n.MustRun(t, "getent", "group", "byokd-clients"))
+	gid = strings.Split(gid, ":")[2]
+	n.startKP(t)
+	n.configure(t, func(c *config.Config) {
+		c.Socket.AllowedUIDs = []int{0}
+		var g int
+		fmt.Sscan(gid, &g)
+		c.Socket.AllowedGIDs = []int{g}
+	})
+	n.start(t)
+	if out, err := n.Run("runuser", "-u", "mongodb", "--", "byokctl", "status", "--json"); err != nil || !strings.Contains(out, `"state":"UNLOCKED"`) {
+		t.Fatalf("a member of byokd-clients (supplementary) was refused: %v\n%s", err, out)
+	}
+	// The socket is 0660 root... byokd-clients: a stranger cannot even
+	// connect; with the socket opened to all, byokd's own check refuses.
+	n.MustRun(t, "chmod", "0666", "/run/byokd/keyprovider.sock")
+	if out, err := n.Run("runuser", "-u", "stranger", "--", "byokctl", "status"); err == nil || !strings.Contains(out, "PermissionDenied") {
+		t.Fatalf("a caller outside the allow-list got through: %v\n%s", err, out)
+	}
+}

@@ -89,7 +89,7 @@ func Method(v string) Field             { return str("method", v) }
 func UID[T id](v T) Field               { return Field{slog.Any("uid", v)} }
 func GID[T id](v T) Field               { return Field{slog.Any("gid", v)} }
 func PID[T id](v T) Field               { return Field{slog.Any("pid", v)} }
-func Exe(v string) Field                { return str("exe", v) }
+func Groups(v []uint32) Field           { return Field{slog.Any("groups", v)} }
 func Command(v []string) Field          { return Field{slog.Any("command", v)} }
 func Duration(v time.Duration) Field    { return Field{slog.Duration("duration", v)} }
 func Timeout(v time.Duration) Field     { return Field{slog.Duration("timeout", v)} }

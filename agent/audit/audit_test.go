@@ -71,7 +71,7 @@ func TestFieldKeysAndValues(t *testing.T) {
 		{UID(uint32(65534)), `"uid":65534`},
 		{GID(uint32(65534)), `"gid":65534`},
 		{PID(int32(7)), `"pid":7`},
-		{Exe("/usr/bin/mongod"), `"exe":"/usr/bin/mongod"`},
+		{Groups([]uint32{7, 500}), `"groups":[7,500]`},
 		{Command([]string{"/bin/sh", "-c", "true"}), `"command":["/bin/sh","-c","true"]`},
 		{Duration(1500 * time.Millisecond), `"duration":1500000000`},
 		{Timeout(5 * time.Second), `"timeout":5000000000`},

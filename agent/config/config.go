@@ -136,7 +136,8 @@ type Socket struct {
 	AllowedUIDs []int `toml:"allowed_uids,omitempty"`
 	// AllowedGIDs are the peer gids allowed to call.
 	AllowedGIDs []int `toml:"allowed_gids,omitempty"`
-	// AllowedExes, when not empty, are the only peer executables allowed.
+	// AllowedExes is accepted only empty, as configs of earlier releases
+	// (and their example) have it: byokd does not check executables.
 	AllowedExes []string `toml:"allowed_exes,omitempty"`
 	// Modes are the key-provider modes served: "release", "strict" or both.
 	Modes []string `toml:"modes"`

@@ -173,11 +173,10 @@ func (v *validator) socket(s *Socket) {
 		}
 		v.fail(key, "required: name at least one allowed caller in socket.allowed_uids or socket.allowed_gids")
 	}
-	for i, exe := range s.AllowedExes {
-		key := fmt.Sprintf("socket.allowed_exes[%d]", i)
-		if !filepath.IsAbs(exe) || filepath.Clean(exe) != exe {
-			v.fail(key, "must be a clean absolute path, got %q", exe)
-		}
+	if len(s.AllowedExes) > 0 {
+		v.fail("socket.allowed_exes", "no longer supported: byokd cannot check a caller's executable (another user's /proc/PID/exe "+
+			"needs a capability byokd.service drops, and a caller can exec another program once connected); "+
+			"allow callers by uid and gid, and leave it out or empty")
 	}
 	if len(s.Modes) == 0 {
 		v.fail("socket.modes", "must name at least one of %q and %q", keyprovider.Release, keyprovider.Strict)

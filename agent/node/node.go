@@ -164,7 +164,7 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 		}
 		n.Server = server.New(server.Config{
 			ClusterID: cfg.ClusterID, Keys: n.sealer, Machine: n.Machine, Release: release, Strict: strict, Log: log, Metrics: mt,
-			Policy: server.Policy{UIDs: uint32s(cfg.Socket.AllowedUIDs), GIDs: uint32s(cfg.Socket.AllowedGIDs), Exes: cfg.Socket.AllowedExes},
+			Policy: server.Policy{UIDs: uint32s(cfg.Socket.AllowedUIDs), GIDs: uint32s(cfg.Socket.AllowedGIDs)},
 			Reseal: n.Manager.Reseal, Admin: n.Manager,
 		})
 	}

@@ -7,29 +7,29 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 )
 
-// Peer is a caller as the kernel reports it (SO_PEERCRED) when it connects.
+// Peer is a caller as the kernel reports it when it connects: SO_PEERCRED
+// and SO_PEERGROUPS, the credentials it had when it called connect(2).
+// Nothing is read from /proc: under byokd.service's ProtectProc=invisible
+// other users' processes are not there, and a pid can be reused.
 type Peer struct {
 	UID, GID uint32
 	PID      int32
-	Groups   []uint32 // supplementary groups, when /proc could be read
-	Exe      string   // the peer's executable, when /proc could be read
+	Groups   []uint32 // supplementary groups
 }
 
 // AuthType implements credentials.AuthInfo.
 func (Peer) AuthType() string { return "peercred" }
 
 func (p Peer) String() string {
-	return fmt.Sprintf("uid=%d gid=%d pid=%d exe=%q", p.UID, p.GID, p.PID, p.Exe)
+	return fmt.Sprintf("uid=%d gid=%d pid=%d groups=%v", p.UID, p.GID, p.PID, p.Groups)
 }
 
 // peerCreds are gRPC transport credentials that read SO_PEERCRED from the
@@ -47,44 +47,40 @@ func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, er
 		return nil, nil, fmt.Errorf("peer credentials: %w", err)
 	}
 	var cred *unix.Ucred
-	var cerr error
+	var groups []uint32
+	var cerr, gerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		groups, gerr = peerGroups(int(fd))
 	}); err != nil {
 		return nil, nil, fmt.Errorf("peer credentials: %w", err)
 	}
 	if cerr != nil {
 		return nil, nil, fmt.Errorf("peer credentials: %w", cerr)
 	}
-	p := Peer{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid}
-	// /proc is read once, at connect time; a pid can be reused later, so
-	// the executable check is a second line of defence after uid/gid.
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", cred.Pid)); err == nil {
-		p.Exe = strings.TrimSuffix(exe, " (deleted)")
+	if gerr != nil {
+		return nil, nil, fmt.Errorf("peer groups: %w", gerr)
 	}
-	p.Groups = procGroups(cred.Pid)
-	return c, p, nil
+	return c, Peer{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, Groups: groups}, nil
 }
 
-func procGroups(pid int32) []uint32 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "Groups:")
-		if !ok {
-			continue
+// peerGroups reads the peer's supplementary groups (SO_PEERGROUPS, Linux
+// 4.13), growing the buffer when the kernel says it is too small.
+func peerGroups(fd int) ([]uint32, error) {
+	buf := make([]uint32, 32)
+	for {
+		n := uint32(4 * len(buf))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+		switch {
+		case e == unix.ERANGE && int(n/4) > len(buf):
+			buf = make([]uint32, n/4)
+		case e != 0:
+			return nil, e
+		default:
+			return buf[:n/4], nil
 		}
-		var gs []uint32
-		for _, f := range strings.Fields(rest) {
-			if g, err := strconv.ParseUint(f, 10, 32); err == nil {
-				gs = append(gs, uint32(g))
-			}
-		}
-		return gs
 	}
-	return nil
 }
 
 func (peerCreds) ClientHandshake(_ context.Context, _ string, c net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -99,11 +95,13 @@ func (peerCreds) Clone() credentials.TransportCredentials { return peerCreds{} }
 
 func (peerCreds) OverrideServerName(string) error { return nil }
 
-// Policy says which callers may use the key provider.
+// Policy says which callers may use the key provider: by uid and gid, what
+// the kernel vouches for. (There is no check of the caller's executable:
+// byokd cannot read another user's /proc/PID/exe without a capability its
+// unit drops, and a caller could exec another program once connected.)
 type Policy struct {
 	UIDs []uint32
 	GIDs []uint32 // primary or supplementary group
-	Exes []string // when set, the peer's executable must be one of these
 }
 
 // check returns "" when p may call, else the reason it may not.
@@ -112,9 +110,6 @@ func (pol Policy) check(p Peer) string {
 		slices.ContainsFunc(p.Groups, func(g uint32) bool { return slices.Contains(pol.GIDs, g) })
 	if !allowed {
 		return "uid and gid not allowed"
-	}
-	if len(pol.Exes) > 0 && !slices.Contains(pol.Exes, p.Exe) {
-		return "executable not allowed"
 	}
 	return ""
 }

@@ -182,7 +182,7 @@ func (s *Server) guard(ctx context.Context, method string) error {
 	}
 	if why != "" {
 		audit.Warn(s.cfg.Log, "refused caller", audit.Refuse, audit.Method(method),
-			audit.UID(p.UID), audit.GID(p.GID), audit.PID(p.PID), audit.Exe(p.Exe), audit.Reason(why))
+			audit.UID(p.UID), audit.GID(p.GID), audit.PID(p.PID), audit.Groups(p.Groups), audit.Reason(why))
 		if s.cfg.Metrics != nil {
 			s.cfg.Metrics.Refused(why)
 		}
