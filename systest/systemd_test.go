@@ -310,3 +310,45 @@ useradd --system --user-group --no-create-home stranger`)
 		t.Fatalf("a caller outside the allow-list got through: %v\n%s", err, out)
 	}
 }
+
+// consumer installs a unit standing in for mongod, with the drop-in byokd
+// ships for mongod.service, and starts it.
+func (n *node) consumer(t *testing.T) {
+	t.Helper()
+	n.WriteFile(t, "/etc/systemd/system/consumer.service", []byte(`[Unit]
+Description=stands in for mongod
+[Service]
+ExecStart=/bin/sleep infinity
+`), 0o644)
+	n.Sh(t, `mkdir -p /etc/systemd/system/consumer.service.d
+cp /usr/share/doc/byokd/examples/mongod.service.d/byokd.conf /etc/systemd/system/consumer.service.d/byokd.conf
+systemctl daemon-reload
+systemctl start consumer.service`)
+}
+
+// TestUpgradeDoesNotRestartTheDatabase: installing a newer byokd leaves the
+// database running (the postinst's try-restart of byokd went through the
+// drop-in's Requires= to mongod); the new byokd runs from the next start of
+// byokd, which the postinst says.
+func TestUpgradeDoesNotRestartTheDatabase(t *testing.T) {
+	n := boot(t)
+	n.install(t, v1)
+	n.startKP(t)
+	n.configure(t, nil)
+	n.start(t)
+	n.consumer(t)
+	before := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "consumer.service", "byokd.service")
+	out := n.install(t, v2)
+	after := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "consumer.service", "byokd.service")
+	if strings.Split(before, "\n")[0] != strings.Split(after, "\n")[0] {
+		t.Fatalf("upgrading byokd restarted the database (invocations %q, then %q)\n%s", before, after, out)
+	}
+	if !strings.Contains(out, "systemctl restart byokd") {
+		t.Fatalf("the upgrade does not say how to run the new byokd:\n%s", out)
+	}
+	n.MustRun(t, "systemctl", "is-active", "--quiet", "consumer.service")
+	n.waitState(t, "UNLOCKED", time.Second)
+	if v := n.MustRun(t, "byokd", "--version"); !strings.Contains(v, v2) {
+		t.Fatalf("installed byokd: %s", v)
+	}
+}
