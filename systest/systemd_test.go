@@ -8,6 +8,8 @@ package systest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -30,16 +32,31 @@ const (
 
 var (
 	distOnce sync.Once
+	distDir  string // removed by TestMain
 	dists    map[string]string
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if distDir != "" {
+		os.RemoveAll(distDir)
+	}
+	os.Exit(code)
+}
 
 // packages builds the .debs of v1 and v2 once per test process.
 func packages(t *testing.T) map[string]string {
 	t.Helper()
 	distOnce.Do(func() {
+		var err error
+		if distDir, err = os.MkdirTemp("", "byokd-systest-dist-"); err != nil {
+			t.Fatal(err)
+		}
 		dists = map[string]string{}
 		for _, v := range []string{v1, v2} {
-			dists[v] = testenv.Packages(t, v)
+			d := filepath.Join(distDir, v)
+			testenv.Packages(t, v, d)
+			dists[v] = d
 		}
 	})
 	if dists[v2] == "" {
@@ -161,6 +178,7 @@ func (n *node) waitState(t *testing.T, state string, d time.Duration) {
 // follows the steps the postinst prints, and starts byokd through its
 // socket (socket activation) under the units as shipped.
 func TestInstallConfigureStart(t *testing.T) {
+	t.Parallel()
 	n := boot(t)
 	out := n.install(t, v1)
 	for _, want := range []string{"not started: it is not configured yet", "byokctl check-config /etc/byokd/config.toml"} {
@@ -216,6 +234,7 @@ func (n *node) start(t *testing.T) {
 // masked the units, and nothing unmasked them: byokd, and mongod through
 // its drop-in, could not start); purge keeps the wrapped key and says where.
 func TestRemoveReinstallPurge(t *testing.T) {
+	t.Parallel()
 	n := boot(t)
 	n.install(t, v1)
 	n.startKP(t)
@@ -258,6 +277,7 @@ func fingerprint(t *testing.T, status string) string {
 // /dev/null's numbers stands in for it, with the TPM's owner and mode, so
 // byokd opens it and then fails on what it reads, not on the permission.
 func TestTPMDeviceIsOpenUnderTheUnit(t *testing.T) {
+	t.Parallel()
 	n := boot(t)
 	n.MustRun(t, "groupadd", "--system", "tss") // as tpm-udev does
 	n.install(t, v1)
@@ -286,6 +306,7 @@ func TestTPMDeviceIsOpenUnderTheUnit(t *testing.T) {
 // so it read no supplementary groups and refused that caller. The kernel
 // hands them over with the connection (SO_PEERGROUPS).
 func TestCallersBySupplementaryGroup(t *testing.T) {
+	t.Parallel()
 	n := boot(t)
 	n.install(t, v1)
 	n.Sh(t, `useradd --system --user-group --no-create-home mongodb && usermod -aG byokd-clients mongodb
@@ -331,6 +352,7 @@ systemctl start consumer.service`)
 // drop-in's Requires= to mongod); the new byokd runs from the next start of
 // byokd, which the postinst says.
 func TestUpgradeDoesNotRestartTheDatabase(t *testing.T) {
+	t.Parallel()
 	n := boot(t)
 	n.install(t, v1)
 	n.startKP(t)

@@ -235,11 +235,9 @@ func (c *Container) poweroff() {
 }
 
 // Packages builds the .deb and .rpm of this checkout for this machine's
-// architecture with scripts/package, as version, into a folder of the
-// test's, and returns it.
-func Packages(t testing.TB, version string) string {
+// architecture with scripts/package, as version, into the folder dist.
+func Packages(t testing.TB, version, dist string) {
 	t.Helper()
-	dist := filepath.Join(t.TempDir(), "dist-"+version)
 	cmd := exec.Command("scripts/package")
 	cmd.Dir = repoRoot(t)
 	arch, err := exec.Command("go", "env", "GOARCH").Output()
@@ -253,5 +251,4 @@ func Packages(t testing.TB, version string) string {
 	if err := os.RemoveAll(filepath.Join(dist, "build")); err != nil {
 		t.Fatal(err)
 	}
-	return dist
 }
