@@ -374,3 +374,44 @@ func TestUpgradeDoesNotRestartTheDatabase(t *testing.T) {
 		t.Fatalf("installed byokd: %s", v)
 	}
 }
+
+// TestWatchdog: under the unit's WatchdogSec byokd keeps feeding the
+// watchdog while its main loop beats; a byokd that stops (SIGSTOP) is
+// killed by systemd and started again, and serves keys again.
+func TestWatchdog(t *testing.T) {
+	t.Parallel()
+	n := boot(t)
+	n.install(t, v1)
+	n.startKP(t)
+	n.configure(t, nil)
+	// The shipped 60 s, shortened for the test.
+	n.WriteFile(t, "/etc/systemd/system/byokd.service.d/watchdog.conf", []byte("[Service]\nWatchdogSec=2s\n"), 0o644)
+	n.MustRun(t, "systemctl", "daemon-reload")
+	n.start(t)
+	show := func() (invocation, restarts string) {
+		return strings.TrimSpace(n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "byokd.service")),
+			strings.TrimSpace(n.MustRun(t, "systemctl", "show", "-P", "NRestarts", "byokd.service"))
+	}
+	first, _ := show()
+	time.Sleep(5 * time.Second) // more than two watchdog periods
+	if inv, restarts := show(); inv != first || restarts != "0" {
+		journal, _ := n.Run("journalctl", "-u", "byokd", "--no-pager", "-n", "30")
+		t.Fatalf("byokd was restarted while serving (restarts %s): the watchdog is not fed\n%s", restarts, journal)
+	}
+	n.Sh(t, `kill -STOP "$(systemctl show -P MainPID byokd.service)"`)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if inv, restarts := show(); inv != first && restarts == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			journal, _ := n.Run("journalctl", "-u", "byokd", "--no-pager", "-n", "30")
+			t.Fatalf("a stopped byokd was not restarted by the watchdog in 15 s\n%s", journal)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if j := n.MustRun(t, "journalctl", "-u", "byokd", "--no-pager"); !strings.Contains(j, "Watchdog timeout") {
+		t.Fatalf("no watchdog timeout in the journal:\n%s", j)
+	}
+	n.waitState(t, "UNLOCKED", 15*time.Second)
+}
