@@ -332,19 +332,19 @@ useradd --system --user-group --no-create-home stranger`)
 	}
 }
 
-// consumer installs a unit standing in for mongod, with the drop-in byokd
-// ships for mongod.service, and starts it.
+// consumer installs mongod.service, a unit standing in for mongod, with
+// the drop-in byokd ships for it, and starts it.
 func (n *node) consumer(t *testing.T) {
 	t.Helper()
-	n.WriteFile(t, "/etc/systemd/system/consumer.service", []byte(`[Unit]
+	n.WriteFile(t, "/etc/systemd/system/mongod.service", []byte(`[Unit]
 Description=stands in for mongod
 [Service]
 ExecStart=/bin/sleep infinity
 `), 0o644)
-	n.Sh(t, `mkdir -p /etc/systemd/system/consumer.service.d
-cp /usr/share/doc/byokd/examples/mongod.service.d/byokd.conf /etc/systemd/system/consumer.service.d/byokd.conf
+	n.Sh(t, `mkdir -p /etc/systemd/system/mongod.service.d
+cp /usr/share/doc/byokd/examples/mongod.service.d/byokd.conf /etc/systemd/system/mongod.service.d/byokd.conf
 systemctl daemon-reload
-systemctl start consumer.service`)
+systemctl start mongod.service`)
 }
 
 // TestUpgradeDoesNotRestartTheDatabase: installing a newer byokd leaves the
@@ -359,16 +359,16 @@ func TestUpgradeDoesNotRestartTheDatabase(t *testing.T) {
 	n.configure(t, nil)
 	n.start(t)
 	n.consumer(t)
-	before := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "consumer.service", "byokd.service")
+	before := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "mongod.service", "byokd.service")
 	out := n.install(t, v2)
-	after := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "consumer.service", "byokd.service")
+	after := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "mongod.service", "byokd.service")
 	if strings.Split(before, "\n")[0] != strings.Split(after, "\n")[0] {
 		t.Fatalf("upgrading byokd restarted the database (invocations %q, then %q)\n%s", before, after, out)
 	}
 	if !strings.Contains(out, "systemctl restart byokd") {
 		t.Fatalf("the upgrade does not say how to run the new byokd:\n%s", out)
 	}
-	n.MustRun(t, "systemctl", "is-active", "--quiet", "consumer.service")
+	n.MustRun(t, "systemctl", "is-active", "--quiet", "mongod.service")
 	n.waitState(t, "UNLOCKED", time.Second)
 	if v := n.MustRun(t, "byokd", "--version"); !strings.Contains(v, v2) {
 		t.Fatalf("installed byokd: %s", v)
@@ -414,4 +414,47 @@ func TestWatchdog(t *testing.T) {
 		t.Fatalf("no watchdog timeout in the journal:\n%s", j)
 	}
 	n.waitState(t, "UNLOCKED", 15*time.Second)
+}
+
+// TestLockActionStopsTheDatabase: the database unit starts only once byokd
+// serves keys (the drop-in), byokd's lock action stops it when the root key
+// is disabled — run by byokd under its hardening, as the unprivileged user
+// byokd, allowed by the polkit rule byokd ships as an example — and it
+// starts again once the key is back.
+func TestLockActionStopsTheDatabase(t *testing.T) {
+	t.Parallel()
+	n := boot(t)
+	n.install(t, v1)
+	n.Sh(t, `cp /usr/share/doc/byokd/examples/polkit-1/rules.d/50-byokd.rules /etc/polkit-1/rules.d/`)
+	n.startKP(t)
+	n.configure(t, func(c *config.Config) {
+		c.LockActions = []config.LockAction{{Command: []string{"/bin/systemctl", "stop", "mongod.service"}, Timeout: config.Duration(30 * time.Second)}}
+	})
+	n.MustRun(t, "systemctl", "start", "byokd.socket")
+	// mongod waits for byokd (ExecStartPre=byokctl wait --unlocked), which
+	// its start pulls in.
+	n.consumer(t)
+	n.waitState(t, "UNLOCKED", time.Second)
+	if out, err := n.kpctl("disable"); err != nil {
+		t.Fatalf("disable: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := n.Run("systemctl", "is-active", "mongod.service")
+		if strings.TrimSpace(out) == "inactive" {
+			break
+		}
+		if time.Now().After(deadline) {
+			journal, _ := n.Run("journalctl", "-u", "byokd", "--no-pager", "-n", "20")
+			t.Fatalf("mongod is %q 10 s after the disable: the lock action did not stop it\n%s", out, journal)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	n.waitState(t, "LOCKED", time.Second)
+	if out, err := n.kpctl("enable"); err != nil {
+		t.Fatalf("enable: %v\n%s", err, out)
+	}
+	n.MustRun(t, "systemctl", "start", "mongod.service")
+	n.MustRun(t, "systemctl", "is-active", "--quiet", "mongod.service")
+	n.waitState(t, "UNLOCKED", time.Second)
 }
