@@ -160,14 +160,25 @@ func (n *node) configure(t *testing.T, edit func(*config.Config)) {
 // waitState waits until byokctl status says state.
 func (n *node) waitState(t *testing.T, state string, d time.Duration) {
 	t.Helper()
+	n.waitClusterState(t, "", state, d)
+}
+
+// waitClusterState waits until byokctl status of byokd@cluster ("": byokd)
+// says state.
+func (n *node) waitClusterState(t *testing.T, cluster, state string, d time.Duration) {
+	t.Helper()
+	args, unit := []string{"byokctl", "status", "--json"}, "byokd"
+	if cluster != "" {
+		args, unit = []string{"byokctl", "--cluster", cluster, "status", "--json"}, "byokd@"+cluster
+	}
 	deadline := time.Now().Add(d)
 	for {
-		out, _ := n.Run("byokctl", "status", "--json")
+		out, _ := n.Run(args...)
 		if strings.Contains(out, `"state":"`+state+`"`) {
 			return
 		}
 		if time.Now().After(deadline) {
-			journal, _ := n.Run("journalctl", "-u", "byokd", "--no-pager", "-n", "50")
+			journal, _ := n.Run("journalctl", "-u", unit, "--no-pager", "-n", "50")
 			t.Fatalf("byokd not %s after %v: %s\n%s", state, d, out, journal)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -457,4 +468,72 @@ func TestLockActionStopsTheDatabase(t *testing.T) {
 	n.MustRun(t, "systemctl", "start", "mongod.service")
 	n.MustRun(t, "systemctl", "is-active", "--quiet", "mongod.service")
 	n.waitState(t, "UNLOCKED", time.Second)
+}
+
+// TestTwoClusters: two clusters on one host, each with its own root key,
+// config, API key, state, socket, client group and user (byokd@a, byokd@b):
+// disabling one cluster's root key locks only that one, and a crash of one
+// leaves the other serving.
+func TestTwoClusters(t *testing.T) {
+	t.Parallel()
+	n := boot(t)
+	n.install(t, v1)
+	roots := map[string]string{"a": n.startKP(t)}
+	out, err := n.kpctl("create-root", "systest-root-b")
+	if err != nil {
+		t.Fatalf("create-root: %v\n%s", err, out)
+	}
+	roots["b"] = strings.TrimSpace(out)
+	for i, name := range []string{"a", "b"} {
+		n.MustRun(t, "groupadd", "--system", "byokd-"+name+"-clients")
+		n.configure(t, func(c *config.Config) {
+			c.ClusterID = "systest-" + name
+			c.KeyProtect.RootKeyID = roots[name]
+			c.State.Dir = "/var/lib/private/byokd-" + name
+			c.Socket.Path = "/run/byokd/" + name + "/keyprovider.sock"
+			c.Socket.Group = "byokd-" + name + "-clients"
+			c.Ops.Listen = fmt.Sprintf("127.0.0.1:%d", 9465+i)
+		})
+		n.Sh(t, `mv /etc/byokd/config.toml /etc/byokd/`+name+`.toml && mv /etc/byokd/apikey /etc/byokd/`+name+`.apikey`)
+		n.MustRun(t, "byokctl", "--cluster", name, "check-config", "/etc/byokd/"+name+".toml")
+		n.MustRun(t, "systemctl", "start", "byokd@"+name+".socket")
+	}
+	for _, name := range []string{"a", "b"} {
+		if out, err := n.Run("byokctl", "--cluster", name, "wait", "--unlocked", "--timeout", "30s"); err != nil {
+			journal, _ := n.Run("journalctl", "-u", "byokd@"+name, "--no-pager", "-n", "50")
+			t.Fatalf("byokd@%s: %v\n%s\n%s", name, err, out, journal)
+		}
+		user := n.Sh(t, `ps -o user= -p "$(systemctl show -P MainPID byokd@`+name+`.service)"`)
+		if strings.TrimSpace(user) != "byokd-"+name {
+			t.Fatalf("byokd@%s runs as %q", name, user)
+		}
+		n.Sh(t, `[ "$(stat -c %G /run/byokd/`+name+`/keyprovider.sock)" = byokd-`+name+`-clients ] && [ -s /var/lib/private/byokd-`+name+`/dek.json ]`)
+	}
+	fa := fingerprint(t, n.MustRun(t, "byokctl", "--cluster", "a", "status", "--json"))
+	fb := fingerprint(t, n.MustRun(t, "byokctl", "--cluster", "b", "status", "--json"))
+	if fa == fb {
+		t.Fatalf("both clusters serve the same data key %s", fa)
+	}
+	if out, err := n.kpctl("disable"); err != nil { // cluster a's root key
+		t.Fatalf("disable: %v\n%s", err, out)
+	}
+	n.waitClusterState(t, "a", "LOCKED", 3*time.Second)
+	time.Sleep(2 * time.Second) // two of b's polls
+	n.waitClusterState(t, "b", "UNLOCKED", 0)
+
+	invB := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "byokd@b.service")
+	n.Sh(t, `kill -KILL "$(systemctl show -P MainPID byokd@a.service)"`)
+	time.Sleep(3 * time.Second) // byokd@a restarts (RestartSec=2s)
+	if now := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "byokd@b.service"); now != invB {
+		t.Fatal("a crash of byokd@a restarted byokd@b")
+	}
+	n.waitClusterState(t, "b", "UNLOCKED", 0)
+	n.waitClusterState(t, "a", "LOCKED", 10*time.Second)
+	if out, err := n.kpctl("enable"); err != nil {
+		t.Fatalf("enable: %v\n%s", err, out)
+	}
+	n.waitClusterState(t, "a", "UNLOCKED", 3*time.Second)
+	if got := fingerprint(t, n.MustRun(t, "byokctl", "--cluster", "a", "status", "--json")); got != fa {
+		t.Fatalf("byokd@a serves %s after the crash, not %s", got, fa)
+	}
 }

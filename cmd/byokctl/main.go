@@ -27,7 +27,7 @@ import (
 	"github.com/byokd/byokd/version"
 )
 
-const usage = `usage: byokctl [--socket PATH] COMMAND
+const usage = `usage: byokctl [--socket PATH | --cluster NAME] COMMAND
 
 Commands:
   status [--json]                  the node's lock state, root key, sealer, last check
@@ -50,7 +50,10 @@ Commands:
                                    unreadable. For root and byokd's own user only.
   version                          print the version
 
-The socket defaults to .dev/keyprovider.sock when run inside a checkout where
+--cluster NAME reaches byokd@NAME (one cluster of several on the host) at
+/run/byokd/NAME/keyprovider.sock, and check-config checks its credential
+/etc/byokd/NAME.apikey. The socket defaults to .dev/keyprovider.sock when
+run inside a checkout where
 byokd-dev (make run) runs, else /run/byokd/keyprovider.sock.`
 
 // exitError carries an exit code for main.
@@ -82,6 +85,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, usage) }
 	socket := fs.String("socket", "", "byokd's key provider socket")
+	cluster := fs.String("cluster", "", "the cluster whose byokd@NAME to reach, when the host runs several")
 	if err := fs.Parse(args); err != nil {
 		return &exitError{code: 2}
 	}
@@ -90,12 +94,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return &exitError{code: 2}
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	if *cluster != "" {
+		if err := keyprovider.ValidClusterName(*cluster); err != nil {
+			return &exitError{code: 2, msg: err.Error()}
+		}
+		if *socket != "" {
+			return &exitError{code: 2, msg: "--socket and --cluster are one or the other"}
+		}
+		*socket = keyprovider.ClusterSocket(*cluster)
+	}
 	switch cmd {
 	case "version":
 		fmt.Fprintln(stdout, "byokctl", version.Version)
 		return nil
 	case "check-config":
-		return checkConfig(rest, stdout)
+		return checkConfig(*cluster, rest, stdout)
 	case "status", "watch", "health", "wait", "accept-key", "forget-key":
 	default:
 		fmt.Fprintln(stderr, usage)
@@ -366,19 +379,33 @@ func grpcMessage(err error) string {
 }
 
 // The API key as byokd.service hands it over: LoadCredential=kp-apikey:
-// /etc/byokd/apikey, which systemd puts in the unit's credentials folder
+// /etc/byokd/apikey, which systemd puts in the unit's credentials folder;
+// byokd@NAME.service's is /etc/byokd/NAME.apikey
 // (TestUnitHandsOverTheCredentialCheckConfigChecks keeps these in step with
-// systemd/byokd.service).
+// the units).
 const (
 	unitCredentialSource = "/etc/byokd/apikey"
 	unitCredentialsDir   = "/run/credentials/byokd.service"
 	credentialName       = "kp-apikey"
 )
 
-func checkConfig(args []string, w io.Writer) error {
+// clusterStateDir is byokd@NAME.service's StateDirectory: with
+// DynamicUser=yes systemd keeps it in /var/lib/private, linked from
+// /var/lib/byokd-NAME, and byokd follows no symlink to its state.
+func clusterStateDir(cluster string) string { return "/var/lib/private/byokd-" + cluster }
+
+func credentialOf(cluster string) (source, dir string) {
+	if cluster == "" {
+		return unitCredentialSource, unitCredentialsDir
+	}
+	return "/etc/byokd/" + cluster + ".apikey", "/run/credentials/byokd@" + cluster + ".service"
+}
+
+func checkConfig(cluster string, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
 	fs.SetOutput(w)
-	source := fs.String("credential", unitCredentialSource, "the file byokd.service hands byokd as the credential "+credentialName+", checked when the config names no keyprotect.api_key_file")
+	defSource, credDir := credentialOf(cluster)
+	source := fs.String("credential", defSource, "the file byokd.service hands byokd as the credential "+credentialName+", checked when the config names no keyprotect.api_key_file")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
 		return &exitError{code: 2, msg: "usage: byokctl check-config [--credential FILE] FILE"}
 	}
@@ -387,7 +414,7 @@ func checkConfig(args []string, w io.Writer) error {
 	// the config as byokd sees it under its unit, which has one.
 	underUnit := os.Getenv("CREDENTIALS_DIRECTORY") == ""
 	if underUnit {
-		if err := os.Setenv("CREDENTIALS_DIRECTORY", unitCredentialsDir); err != nil {
+		if err := os.Setenv("CREDENTIALS_DIRECTORY", credDir); err != nil {
 			return err
 		}
 	}
@@ -395,7 +422,16 @@ func checkConfig(args []string, w io.Writer) error {
 	if err != nil {
 		return &exitError{code: 1, msg: err.Error()}
 	}
-	if underUnit && cfg.KeyProtect.APIKeyFile == filepath.Join(unitCredentialsDir, credentialName) {
+	if cluster != "" {
+		// byokd@NAME.service's folders and socket are fixed by its units.
+		if want := keyprovider.ClusterSocket(cluster); cfg.Socket.Path != want {
+			return &exitError{code: 1, msg: fmt.Sprintf("%s: socket.path is %s; byokd@%s serves %s (byokd@.socket)", path, cfg.Socket.Path, cluster, want)}
+		}
+		if want := clusterStateDir(cluster); cfg.State.Dir != want {
+			return &exitError{code: 1, msg: fmt.Sprintf("%s: state.dir is %s; byokd@%s keeps its state in %s (byokd@.service)", path, cfg.State.Dir, cluster, want)}
+		}
+	}
+	if underUnit && cfg.KeyProtect.APIKeyFile == filepath.Join(credDir, credentialName) {
 		if err := checkCredentialSource(*source); err != nil {
 			return &exitError{code: 1, msg: err.Error()}
 		}
