@@ -223,10 +223,53 @@ func TestInstallConfigureStart(t *testing.T) {
 		t.Fatalf("disable: %v\n%s", err, out)
 	}
 	n.waitState(t, "LOCKED", 3*time.Second)
+	// A database unit with the shipped drop-in waits while byokd is
+	// locked (ExecStartPre=byokctl wait --unlocked) and starts once it
+	// serves keys.
+	n.WriteFile(t, "/etc/systemd/system/mongod.service", []byte("[Unit]\nDescription=stands in for mongod\n[Service]\nExecStart=/bin/sleep infinity\n"), 0o644)
+	n.Sh(t, `mkdir -p /etc/systemd/system/mongod.service.d
+cp /usr/share/doc/byokd/examples/mongod.service.d/byokd.conf /etc/systemd/system/mongod.service.d/
+systemctl daemon-reload
+systemctl start --no-block mongod.service`)
+	time.Sleep(2 * time.Second)
+	if st, _ := n.Run("systemctl", "is-active", "mongod.service"); strings.TrimSpace(st) != "activating" {
+		t.Fatalf("mongod is %q while byokd is locked, want activating (waiting for keys)", st)
+	}
 	if out, err := n.kpctl("enable"); err != nil {
 		t.Fatalf("enable: %v\n%s", err, out)
 	}
 	n.waitState(t, "UNLOCKED", 3*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := n.Run("systemctl", "is-active", "mongod.service")
+		if strings.TrimSpace(st) == "active" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mongod is %q 10 s after byokd unlocked", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Started through byokd.service rather than a client of the socket.
+	n.MustRun(t, "systemctl", "stop", "mongod.service", "byokd.service", "byokd.socket")
+	n.MustRun(t, "systemctl", "start", "byokd.service")
+	n.waitState(t, "UNLOCKED", 10*time.Second)
+
+	// A config its owner could rewrite is refused, by check-config and by
+	// byokd (it was accepted).
+	n.MustRun(t, "useradd", "--system", "--no-create-home", "alice")
+	n.MustRun(t, "chown", "alice", "/etc/byokd/config.toml")
+	if out, err := n.Run("byokctl", "check-config", "/etc/byokd/config.toml"); err == nil || !strings.Contains(out, "owned by uid") {
+		t.Fatalf("check-config of a user-owned config: %v\n%s", err, out)
+	}
+	n.MustRun(t, "systemctl", "stop", "byokd.service")
+	if _, err := n.Run("systemctl", "start", "byokd.service"); err == nil {
+		t.Fatal("byokd started on a config owned by another user")
+	}
+	if j := n.MustRun(t, "journalctl", "-u", "byokd", "--no-pager", "-o", "cat", "-n", "20"); !strings.Contains(j, "/etc/byokd/config.toml: owned by uid") {
+		t.Fatalf("byokd's refusal does not name the file and its owner:\n%s", j)
+	}
 }
 
 // start configures the node and starts byokd through its socket, waiting
@@ -428,10 +471,10 @@ func TestWatchdog(t *testing.T) {
 }
 
 // TestLockActionStopsTheDatabase: the database unit starts only once byokd
-// serves keys (the drop-in), byokd's lock action stops it when the root key
-// is disabled — run by byokd under its hardening, as the unprivileged user
-// byokd, allowed by the polkit rule byokd ships as an example — and it
-// starts again once the key is back.
+// serves keys (the drop-in); byokd's lock action stops it when the root key
+// is disabled and its unlock action starts it again when the key is back —
+// run by byokd under its hardening, as the unprivileged user byokd, allowed
+// by the polkit rule byokd ships as an example.
 func TestLockActionStopsTheDatabase(t *testing.T) {
 	t.Parallel()
 	n := boot(t)
@@ -440,34 +483,61 @@ func TestLockActionStopsTheDatabase(t *testing.T) {
 	n.startKP(t)
 	n.configure(t, func(c *config.Config) {
 		c.LockActions = []config.LockAction{{Command: []string{"/bin/systemctl", "stop", "mongod.service"}, Timeout: config.Duration(30 * time.Second)}}
+		c.UnlockActions = []config.LockAction{{Command: []string{"/bin/systemctl", "start", "mongod.service"}, Timeout: config.Duration(30 * time.Second)}}
 	})
-	n.MustRun(t, "systemctl", "start", "byokd.socket")
-	// mongod waits for byokd (ExecStartPre=byokctl wait --unlocked), which
-	// its start pulls in.
-	n.consumer(t)
-	n.waitState(t, "UNLOCKED", time.Second)
+	mongod := func() string {
+		out, _ := n.Run("systemctl", "is-active", "mongod.service")
+		return strings.TrimSpace(out)
+	}
+	waitMongod := func(want string, d time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for mongod() != want {
+			if time.Now().After(deadline) {
+				journal, _ := n.Run("journalctl", "-u", "byokd", "-u", "mongod", "--no-pager", "-n", "30")
+				t.Fatalf("mongod is %q, not %s, %v on\n%s", mongod(), want, d, journal)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	// The root key is disabled before byokd first starts: it stays LOCKED,
+	// and mongod, which pulls byokd in, waits for it (ExecStartPre) — or is
+	// stopped by the lock action that byokd's first lock runs.
 	if out, err := n.kpctl("disable"); err != nil {
 		t.Fatalf("disable: %v\n%s", err, out)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, _ := n.Run("systemctl", "is-active", "mongod.service")
-		if strings.TrimSpace(out) == "inactive" {
-			break
-		}
-		if time.Now().After(deadline) {
-			journal, _ := n.Run("journalctl", "-u", "byokd", "--no-pager", "-n", "20")
-			t.Fatalf("mongod is %q 10 s after the disable: the lock action did not stop it\n%s", out, journal)
-		}
-		time.Sleep(200 * time.Millisecond)
+	n.WriteFile(t, "/etc/systemd/system/mongod.service", []byte("[Unit]\nDescription=stands in for mongod\n[Service]\nExecStart=/bin/sleep infinity\n"), 0o644)
+	n.Sh(t, `mkdir -p /etc/systemd/system/mongod.service.d
+cp /usr/share/doc/byokd/examples/mongod.service.d/byokd.conf /etc/systemd/system/mongod.service.d/
+systemctl daemon-reload
+systemctl start --no-block mongod.service`)
+	n.waitState(t, "LOCKED", 10*time.Second)
+	time.Sleep(2 * time.Second)
+	if st := mongod(); st == "active" {
+		journal, _ := n.Run("journalctl", "-u", "byokd", "-u", "mongod", "--no-pager", "-n", "40")
+		t.Fatalf("mongod is %q while byokd is locked, want it waiting or stopped\n%s", st, journal)
 	}
-	n.waitState(t, "LOCKED", time.Second)
+	// The key comes back: byokd unlocks, and its unlock action starts mongod.
 	if out, err := n.kpctl("enable"); err != nil {
 		t.Fatalf("enable: %v\n%s", err, out)
 	}
-	n.MustRun(t, "systemctl", "start", "mongod.service")
-	n.MustRun(t, "systemctl", "is-active", "--quiet", "mongod.service")
+	waitMongod("active", 15*time.Second)
+	// Disabled: the lock action stops mongod.
+	if out, err := n.kpctl("disable"); err != nil {
+		t.Fatalf("disable: %v\n%s", err, out)
+	}
+	waitMongod("inactive", 10*time.Second)
+	n.waitState(t, "LOCKED", time.Second)
+	// Enabled again: the unlock action starts it.
+	if out, err := n.kpctl("enable"); err != nil {
+		t.Fatalf("enable: %v\n%s", err, out)
+	}
+	waitMongod("active", 10*time.Second)
 	n.waitState(t, "UNLOCKED", time.Second)
+	j := n.MustRun(t, "journalctl", "-u", "byokd", "--no-pager", "-o", "cat")
+	if !strings.Contains(j, `"msg":"lock action ran"`) || !strings.Contains(j, `"msg":"unlock action ran"`) {
+		t.Fatalf("the actions' audit records are missing:\n%s", j)
+	}
 }
 
 // TestTwoClusters: two clusters on one host, each with its own root key,

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package actions runs the operator's lock actions (e.g. stop the database
-// unit) when the node locks, each with a timeout, logging their output.
+// unit) when the node locks, and unlock actions (start it again) when it
+// serves keys again, each with a timeout, logging their output.
 package actions
 
 import (
@@ -24,30 +25,80 @@ type Action struct {
 
 const maxOutput = 16 << 10
 
-// Runner runs the actions; one run at a time, so a flapping key does not
-// stack up commands.
+// Kind says when actions run.
+type Kind int
+
+const (
+	// OnLock: the node locked.
+	OnLock Kind = iota
+	// OnUnlock: the node serves keys again after a lock.
+	OnUnlock
+)
+
+// Runner runs the actions, one at a time and in the order they were
+// queued, so that a key disabled and enabled in quick succession runs the
+// lock actions and then the unlock actions, never the other way round.
 type Runner struct {
-	actions []Action
-	log     *slog.Logger
+	lock, unlock []Action
+	log          *slog.Logger
+
 	mu      sync.Mutex
+	queue   []job
+	running bool // a goroutine drains the queue
 }
 
-// New returns a runner for the actions.
-func New(actions []Action, log *slog.Logger) *Runner {
-	return &Runner{actions: actions, log: log}
+type job struct {
+	kind   Kind
+	reason string
 }
 
-// Run runs every action in order and waits for them. reason is logged with
-// each; it is not passed to the commands.
-func (r *Runner) Run(ctx context.Context, reason string) {
+// New returns a runner for the lock and unlock actions.
+func New(lock, unlock []Action, log *slog.Logger) *Runner {
+	return &Runner{lock: lock, unlock: unlock, log: log}
+}
+
+// Queue has the actions of kind run after those queued before, and
+// returns at once. reason is logged with each; it is not passed to the
+// commands.
+func (r *Runner) Queue(kind Kind, reason string) {
+	list := r.lock
+	if kind == OnUnlock {
+		list = r.unlock
+	}
+	if len(list) == 0 {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, a := range r.actions {
-		r.run(ctx, a, reason)
+	r.queue = append(r.queue, job{kind, reason})
+	if !r.running {
+		r.running = true
+		go r.drain()
 	}
 }
 
-func (r *Runner) run(ctx context.Context, a Action, reason string) {
+func (r *Runner) drain() {
+	for {
+		r.mu.Lock()
+		if len(r.queue) == 0 {
+			r.running = false
+			r.mu.Unlock()
+			return
+		}
+		j := r.queue[0]
+		r.queue = r.queue[1:]
+		r.mu.Unlock()
+		list := r.lock
+		if j.kind == OnUnlock {
+			list = r.unlock
+		}
+		for _, a := range list {
+			r.run(context.Background(), j.kind, a, j.reason)
+		}
+	}
+}
+
+func (r *Runner) run(ctx context.Context, kind Kind, a Action, reason string) {
 	timeout := a.Timeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -63,15 +114,19 @@ func (r *Runner) run(ctx context.Context, a Action, reason string) {
 	err := cmd.Run()
 	fields := []audit.Field{audit.Command(a.Command), audit.Reason(reason),
 		audit.Duration(time.Since(start).Round(time.Millisecond)), audit.Output(out.String())}
+	what, action := "lock action", audit.LockAction
+	if kind == OnUnlock {
+		what, action = "unlock action", audit.UnlockAction
+	}
 	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
-			audit.Error(r.log, "lock action timed out", audit.LockAction, append(fields, audit.Timeout(timeout))...)
+			audit.Error(r.log, what+" timed out", action, append(fields, audit.Timeout(timeout))...)
 			return
 		}
-		audit.Error(r.log, "lock action failed", audit.LockAction, append(fields, audit.Err(err))...)
+		audit.Error(r.log, what+" failed", action, append(fields, audit.Err(err))...)
 		return
 	}
-	audit.Info(r.log, "lock action ran", audit.LockAction, fields...)
+	audit.Info(r.log, what+" ran", action, fields...)
 }
 
 // limitedBuffer keeps the first maxOutput bytes of a command's output.

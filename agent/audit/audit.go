@@ -24,6 +24,8 @@ const (
 	Refuse Action = "refuse"
 	// LockAction: an operator's [[lock_action]] command ran.
 	LockAction Action = "lock_action"
+	// UnlockAction: an operator's [[unlock_action]] command ran.
+	UnlockAction Action = "unlock_action"
 	// Stop: byokd stopped.
 	Stop Action = "stop"
 	// Wipe: keys that could not be wiped when the node locked were wiped.

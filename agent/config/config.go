@@ -49,6 +49,9 @@ type Config struct {
 	Log Log `toml:"log"`
 	// LockActions are the commands run, in order, when byokd locks.
 	LockActions []LockAction `toml:"lock_action,omitempty"`
+	// UnlockActions are the commands run, in order, when byokd serves keys
+	// again after a lock (not at its first unlock after a start).
+	UnlockActions []LockAction `toml:"unlock_action,omitempty"`
 }
 
 // KeyProtect is the [keyprotect] table.
@@ -161,7 +164,7 @@ type Log struct {
 	Format string `toml:"format"`
 }
 
-// LockAction is one [[lock_action]] table.
+// LockAction is one [[lock_action]] or [[unlock_action]] table.
 type LockAction struct {
 	// Command is the program, an absolute path, and its arguments; no shell.
 	Command []string `toml:"command"`
@@ -169,7 +172,8 @@ type LockAction struct {
 	Timeout Duration `toml:"timeout"`
 }
 
-// defaultLockActionTimeout applies to each [[lock_action]] that sets none.
+// defaultLockActionTimeout applies to each [[lock_action]] and
+// [[unlock_action]] that sets none.
 const defaultLockActionTimeout = Duration(30 * time.Second)
 
 // defaults returns the configuration of an empty file, before the checks
@@ -290,6 +294,11 @@ func Parse(name string, data []byte) (*Config, error) {
 	for i := range cfg.LockActions {
 		if !c.lines.has(fmt.Sprintf("lock_action[%d].timeout", i)) {
 			cfg.LockActions[i].Timeout = defaultLockActionTimeout
+		}
+	}
+	for i := range cfg.UnlockActions {
+		if !c.lines.has(fmt.Sprintf("unlock_action[%d].timeout", i)) {
+			cfg.UnlockActions[i].Timeout = defaultLockActionTimeout
 		}
 	}
 	if cfg.KeyProtect.APIKeyFile == "" {

@@ -186,15 +186,17 @@ func TestReferenceListsEveryKeyWithItsDefault(t *testing.T) {
 // k emptied, naming k.
 func requiredByParse(t *testing.T, k schemaKey) bool {
 	t.Helper()
-	valid, err := Parse("config.toml", []byte(minimal+"[[lock_action]]\ncommand = [\"/bin/true\"]\n"))
+	valid, err := Parse("config.toml", []byte(minimal+"[[lock_action]]\ncommand = [\"/bin/true\"]\n[[unlock_action]]\ncommand = [\"/bin/true\"]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	v := reflect.ValueOf(valid).Elem()
 	path := k.path
-	if strings.HasPrefix(k.path, "lock_action.") {
-		v = v.FieldByName("LockActions").Index(0)
-		path = strings.Replace(k.path, "lock_action.", "lock_action[0].", 1)
+	for table, field := range map[string]string{"lock_action": "LockActions", "unlock_action": "UnlockActions"} {
+		if strings.HasPrefix(k.path, table+".") {
+			v = v.FieldByName(field).Index(0)
+			path = strings.Replace(k.path, table+".", table+"[0].", 1)
+		}
 	}
 	f := v.FieldByIndex(k.field)
 	f.Set(reflect.Zero(f.Type()))

@@ -53,6 +53,9 @@ func everyKeySet() *Config {
 			{Command: []string{"/bin/systemctl", "stop", "mongod.service"}, Timeout: Duration(90 * time.Second)},
 			{Command: []string{"/bin/sh", "-c", "echo \"locked\"\n"}, Timeout: Duration(time.Second)},
 		},
+		UnlockActions: []LockAction{
+			{Command: []string{"/bin/systemctl", "start", "mongod.service"}, Timeout: Duration(2 * time.Minute)},
+		},
 	}
 }
 

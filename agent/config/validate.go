@@ -63,6 +63,9 @@ func (v *validator) config(c *Config) {
 	for i, a := range c.LockActions {
 		v.lockAction(fmt.Sprintf("lock_action[%d]", i), &a)
 	}
+	for i, a := range c.UnlockActions {
+		v.lockAction(fmt.Sprintf("unlock_action[%d]", i), &a)
+	}
 }
 
 func (v *validator) clusterID(id string) {

@@ -128,7 +128,7 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 	}
 	n.closers = append(n.closers, func() { n.store.Close() })
 
-	runner := actions.New(lockActions(cfg), log)
+	runner := actions.New(commands(cfg.LockActions), commands(cfg.UnlockActions), log)
 	n.Machine = lock.New(lock.Status{RootKeyID: cfg.KeyProtect.RootKeyID, Sealer: n.sealer.Name()}, lock.Hooks{
 		Wipe: n.sealer.Wipe,
 		Transition: func(from, to lock.Status, ev lock.Event) {
@@ -200,7 +200,10 @@ func (n *Node) transition(from, to lock.Status, runner *actions.Runner) {
 	}
 	if to.State == lock.Locked && from.State != lock.Locked {
 		n.Metrics.Locked(to.Cause)
-		go runner.Run(context.Background(), to.Reason)
+		runner.Queue(actions.OnLock, to.Reason)
+	}
+	if from.State == lock.Locked && to.State.Serving() {
+		runner.Queue(actions.OnUnlock, "keys served again")
 	}
 }
 
@@ -340,9 +343,9 @@ func uint32s(in []int) []uint32 {
 	return out
 }
 
-func lockActions(cfg *config.Config) []actions.Action {
+func commands(as []config.LockAction) []actions.Action {
 	var out []actions.Action
-	for _, a := range cfg.LockActions {
+	for _, a := range as {
 		out = append(out, actions.Action{Command: a.Command, Timeout: time.Duration(a.Timeout)})
 	}
 	return out
