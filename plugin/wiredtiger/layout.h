@@ -35,5 +35,8 @@ struct byokd_wt_line {
 #define BYOKD_WT_EXT_API_ERR_PRINTF 1
 #define BYOKD_WT_EXT_API_CONFIG_GET 9
 #define BYOKD_WT_ENCRYPTOR_SLOTS 5
+// WT_ERROR: what a decryptor returns for corrupt data (salvage skips the
+// block on it, and stops on any other error).
+#define BYOKD_WT_ERROR (-31802)
 
 #endif

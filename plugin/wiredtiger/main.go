@@ -9,6 +9,7 @@ package main
 #include <errno.h>
 #include <stdint.h>
 #include <stddef.h>
+#include "layout.h"
 */
 import "C"
 
@@ -45,9 +46,16 @@ func setMsg(buf *C.char, n C.int, msg string) {
 	dst[k] = 0
 }
 
+// errno is what the encryptor returns to WiredTiger for err: EACCES when
+// the node is locked (or byokd unreachable), WT_ERROR for a block that does
+// not open — so that salvage discards it, as it does a block that fails
+// its checksum — and EIO for anything else.
 func errno(err error) C.int {
-	if errors.Is(err, keycache.ErrLocked) {
+	switch {
+	case errors.Is(err, keycache.ErrLocked):
 		return C.EACCES
+	case errors.Is(err, keycache.ErrCorrupt):
+		return C.BYOKD_WT_ERROR
 	}
 	return C.EIO
 }

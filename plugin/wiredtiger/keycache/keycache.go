@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
@@ -37,6 +38,22 @@ func (e *lockedError) Error() string { return e.msg }
 func (e *lockedError) Unwrap() error { return ErrLocked }
 
 func locked(why string) error { return &lockedError{msg: "byokd: " + why} }
+
+// ErrCorrupt is wrapped by the error of a block that does not open: too
+// short, of an unknown format, tampered with, or sealed for another keyid
+// or key. WiredTiger's salvage skips such a block (the plugin reports it as
+// WT_ERROR), where it stops on any other error; never the error of a
+// locked node, whose blocks are whole.
+var ErrCorrupt = errors.New("block does not open")
+
+type corruptError struct{ msg string }
+
+func (e *corruptError) Error() string { return e.msg }
+func (e *corruptError) Unwrap() error { return ErrCorrupt }
+
+func corrupt(format string, args ...any) error {
+	return &corruptError{msg: fmt.Sprintf(format, args...)}
+}
 
 // wipingCodec is gRPC's protobuf codec, but it zeroes each received message's
 // wire bytes once decoded: a GetDataKey answer holds a data key, and gRPC
@@ -408,7 +425,7 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 	// written before format 2 recovers from its log with this plugin.
 	n, err := block.PlaintextLen(src)
 	if err != nil {
-		return 0, fmt.Errorf("byokd: %d bytes for keyid %q are not a byokd block (too short or an unknown format)", len(src), keyID)
+		return 0, corrupt("byokd: %d bytes for keyid %q are not a byokd block (too short or an unknown format)", len(src), keyID)
 	}
 	if len(dst) < n {
 		return 0, fmt.Errorf("byokd: a block of %d plaintext bytes does not fit %d bytes", n, len(dst))
@@ -421,6 +438,11 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 		defer cancel()
 		r, err := p.client.Decrypt(ctx, &pb.DecryptRequest{KeyId: keyID, Ciphertext: src})
 		if err != nil {
+			// byokd answers INVALID_ARGUMENT for a block that does not
+			// open (its size was checked above).
+			if e, ok := keyprovider.Err(err).(*keyprovider.Error); ok && e.Code == codes.InvalidArgument {
+				return 0, corrupt("byokd: block for keyid %q does not open (tampered, moved from another table, or another key): %s", keyID, e.Msg)
+			}
 			return 0, p.rpcErr("decrypt", err)
 		}
 		return copy(dst, r.GetPlaintext()), nil
@@ -438,7 +460,7 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 		out, err := key.Open(dst[:0], keyID, src, nil)
 		p.mu.RUnlock()
 		if err != nil {
-			return 0, fmt.Errorf("byokd: block for keyid %q does not open (tampered, moved from another table, or another key)", keyID)
+			return 0, corrupt("byokd: block for keyid %q does not open (tampered, moved from another table, or another key)", keyID)
 		}
 		return len(out), nil
 	}

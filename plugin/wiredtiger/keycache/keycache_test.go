@@ -77,11 +77,18 @@ func TestBlocksDoNotOpenElsewhere(t *testing.T) {
 				"read under another keyid": {users, blk},
 				"block of another table":   {orders, other[:on]},
 				"truncated":                {orders, blk[:len(blk)-1]},
+				"garbage":                  {orders, bytes.Repeat([]byte("!!! memory corrupted by format to test salvage "), 100)},
+				"too short":                {orders, blk[:5]},
 			} {
 				clear(out)
 				m, err := p.Decrypt(c.h, c.blk, out)
 				if err == nil || m != 0 || !bytes.Equal(out, make([]byte, len(out))) {
 					t.Errorf("%s: decrypted (%d bytes, %v)", name, m, err)
+				}
+				// WiredTiger's salvage skips a block whose decryption says
+				// it is corrupt (WT_ERROR), and stops on any other error.
+				if !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrLocked) {
+					t.Errorf("%s: %v is not reported as a corrupt block", name, err)
 				}
 			}
 		})

@@ -31,6 +31,7 @@ _Static_assert(SAME_TYPE(((WT_EXTENSION_API *)0)->err_printf, int (*)(WT_EXTENSI
 _Static_assert(SAME_TYPE(((WT_EXTENSION_API *)0)->config_get,
                    int (*)(WT_EXTENSION_API *, WT_SESSION *, WT_CONFIG_ARG *, const char *, WT_CONFIG_ITEM *)),
     "WT_EXTENSION_API.config_get");
+_Static_assert(BYOKD_WT_ERROR == WT_ERROR, "WT_ERROR");
 _Static_assert(offsetof(WT_CONFIG_ITEM, str) == 0 && offsetof(WT_CONFIG_ITEM, len) == sizeof(void *), "WT_CONFIG_ITEM");
 
 static const struct byokd_wt_line lines[] = {BYOKD_WT_LINES};
