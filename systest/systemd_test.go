@@ -226,11 +226,7 @@ func TestInstallConfigureStart(t *testing.T) {
 	// A database unit with the shipped drop-in waits while byokd is
 	// locked (ExecStartPre=byokctl wait --unlocked) and starts once it
 	// serves keys.
-	n.WriteFile(t, "/etc/systemd/system/mongod.service", []byte("[Unit]\nDescription=stands in for mongod\n[Service]\nExecStart=/bin/sleep infinity\n"), 0o644)
-	n.Sh(t, `mkdir -p /etc/systemd/system/mongod.service.d
-cp /usr/share/doc/byokd/examples/mongod.service.d/byokd.conf /etc/systemd/system/mongod.service.d/
-systemctl daemon-reload
-systemctl start --no-block mongod.service`)
+	n.installMongod(t, "--no-block")
 	time.Sleep(2 * time.Second)
 	if st, _ := n.Run("systemctl", "is-active", "mongod.service"); strings.TrimSpace(st) != "activating" {
 		t.Fatalf("mongod is %q while byokd is locked, want activating (waiting for keys)", st)
@@ -289,11 +285,7 @@ func (n *node) start(t *testing.T) {
 // its drop-in, could not start); purge keeps the wrapped key and says where.
 func TestRemoveReinstallPurge(t *testing.T) {
 	t.Parallel()
-	n := boot(t)
-	n.install(t, v1)
-	n.startKP(t)
-	n.configure(t, nil)
-	n.start(t)
+	n := serving(t)
 	fp := n.MustRun(t, "byokctl", "status", "--json")
 
 	n.MustRun(t, "dpkg", "-r", "byokd-wiredtiger", "byokd")
@@ -386,19 +378,28 @@ useradd --system --user-group --no-create-home stranger`)
 	}
 }
 
-// consumer installs mongod.service, a unit standing in for mongod, with
-// the drop-in byokd ships for it, and starts it.
-func (n *node) consumer(t *testing.T) {
+// installMongod installs mongod.service, a unit standing in for mongod,
+// with the drop-in byokd ships for it, and starts it with the options of
+// systemctl start given.
+func (n *node) installMongod(t *testing.T, startOpts ...string) {
 	t.Helper()
-	n.WriteFile(t, "/etc/systemd/system/mongod.service", []byte(`[Unit]
-Description=stands in for mongod
-[Service]
-ExecStart=/bin/sleep infinity
-`), 0o644)
+	n.WriteFile(t, "/etc/systemd/system/mongod.service", []byte("[Unit]\nDescription=stands in for mongod\n[Service]\nExecStart=/bin/sleep infinity\n"), 0o644)
 	n.Sh(t, `mkdir -p /etc/systemd/system/mongod.service.d
-cp /usr/share/doc/byokd/examples/mongod.service.d/byokd.conf /etc/systemd/system/mongod.service.d/byokd.conf
-systemctl daemon-reload
-systemctl start mongod.service`)
+cp /usr/share/doc/byokd/examples/mongod.service.d/byokd.conf /etc/systemd/system/mongod.service.d/
+systemctl daemon-reload`)
+	n.MustRun(t, append(append([]string{"systemctl", "start"}, startOpts...), "mongod.service")...)
+}
+
+// serving boots a container with v1 installed, configured against a kpemu
+// in it, and byokd serving keys.
+func serving(t *testing.T) *node {
+	t.Helper()
+	n := boot(t)
+	n.install(t, v1)
+	n.startKP(t)
+	n.configure(t, nil)
+	n.start(t)
+	return n
 }
 
 // TestUpgradeDoesNotRestartTheDatabase: installing a newer byokd leaves the
@@ -407,12 +408,8 @@ systemctl start mongod.service`)
 // byokd, which the postinst says.
 func TestUpgradeDoesNotRestartTheDatabase(t *testing.T) {
 	t.Parallel()
-	n := boot(t)
-	n.install(t, v1)
-	n.startKP(t)
-	n.configure(t, nil)
-	n.start(t)
-	n.consumer(t)
+	n := serving(t)
+	n.installMongod(t)
 	before := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "mongod.service", "byokd.service")
 	out := n.install(t, v2)
 	after := n.MustRun(t, "systemctl", "show", "-P", "InvocationID", "mongod.service", "byokd.service")
@@ -506,11 +503,7 @@ func TestLockActionStopsTheDatabase(t *testing.T) {
 	if out, err := n.kpctl("disable"); err != nil {
 		t.Fatalf("disable: %v\n%s", err, out)
 	}
-	n.WriteFile(t, "/etc/systemd/system/mongod.service", []byte("[Unit]\nDescription=stands in for mongod\n[Service]\nExecStart=/bin/sleep infinity\n"), 0o644)
-	n.Sh(t, `mkdir -p /etc/systemd/system/mongod.service.d
-cp /usr/share/doc/byokd/examples/mongod.service.d/byokd.conf /etc/systemd/system/mongod.service.d/
-systemctl daemon-reload
-systemctl start --no-block mongod.service`)
+	n.installMongod(t, "--no-block")
 	n.waitState(t, "LOCKED", 10*time.Second)
 	time.Sleep(2 * time.Second)
 	if st := mongod(); st == "active" {
