@@ -39,11 +39,14 @@ func (e *lockedError) Unwrap() error { return ErrLocked }
 
 func locked(why string) error { return &lockedError{msg: "byokd: " + why} }
 
-// ErrCorrupt is wrapped by the error of a block that does not open: too
-// short, of an unknown format, tampered with, or sealed for another keyid
-// or key. WiredTiger's salvage skips such a block (the plugin reports it as
-// WT_ERROR), where it stops on any other error; never the error of a
-// locked node, whose blocks are whole.
+// ErrCorrupt is wrapped by the error of a block that does not open (too
+// short, of an unknown format, tampered with, or sealed for another keyid)
+// under a key that has opened other blocks of its keyid in this process.
+// WiredTiger's salvage skips such a block (the plugin reports it as
+// WT_ERROR), where it stops on any other error. A keyid none of whose
+// blocks has opened may be under the wrong key (a mistyped cluster_id,
+// another node's key): its failures are not reported as corrupt, or
+// salvage would discard a whole database. Never the error of a locked node.
 var ErrCorrupt = errors.New("block does not open")
 
 type corruptError struct{ msg string }
@@ -103,6 +106,25 @@ type Provider struct {
 	entries     map[int]*entry
 	next        int
 	slab        slab
+
+	// opened holds the keyids of which a block has opened in this process:
+	// only for those is a block that does not open reported as corrupt.
+	opened sync.Map
+}
+
+// doesNotOpen is the error of a block of keyID that does not open.
+func (p *Provider) doesNotOpen(keyID, what string) error {
+	if _, ok := p.opened.Load(keyID); ok {
+		return corrupt("byokd: %s", what)
+	}
+	return fmt.Errorf("byokd: %s; no block of keyid %q has opened in this process, so the key may be the wrong one (another cluster_id or node key): not reported as corrupt", what, keyID)
+}
+
+// didOpen records that a block of keyID opened.
+func (p *Provider) didOpen(keyID string) {
+	if _, ok := p.opened.Load(keyID); !ok {
+		p.opened.Store(keyID, true)
+	}
 }
 
 type entry struct {
@@ -425,7 +447,7 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 	// written before format 2 recovers from its log with this plugin.
 	n, err := block.PlaintextLen(src)
 	if err != nil {
-		return 0, corrupt("byokd: %d bytes for keyid %q are not a byokd block (too short or an unknown format)", len(src), keyID)
+		return 0, p.doesNotOpen(keyID, fmt.Sprintf("%d bytes for keyid %q are not a byokd block (too short or an unknown format)", len(src), keyID))
 	}
 	if len(dst) < n {
 		return 0, fmt.Errorf("byokd: a block of %d plaintext bytes does not fit %d bytes", n, len(dst))
@@ -441,10 +463,11 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 			// byokd answers INVALID_ARGUMENT for a block that does not
 			// open (its size was checked above).
 			if e, ok := keyprovider.Err(err).(*keyprovider.Error); ok && e.Code == codes.InvalidArgument {
-				return 0, corrupt("byokd: block for keyid %q does not open (tampered, moved from another table, or another key): %s", keyID, e.Msg)
+				return 0, p.doesNotOpen(keyID, fmt.Sprintf("block for keyid %q does not open (tampered, moved from another table, or another key): %s", keyID, e.Msg))
 			}
 			return 0, p.rpcErr("decrypt", err)
 		}
+		p.didOpen(keyID)
 		return copy(dst, r.GetPlaintext()), nil
 	}
 	for {
@@ -460,8 +483,9 @@ func (p *Provider) Decrypt(h int, src, dst []byte) (int, error) {
 		out, err := key.Open(dst[:0], keyID, src, nil)
 		p.mu.RUnlock()
 		if err != nil {
-			return 0, corrupt("byokd: block for keyid %q does not open (tampered, moved from another table, or another key)", keyID)
+			return 0, p.doesNotOpen(keyID, fmt.Sprintf("block for keyid %q does not open (tampered, moved from another table, or another key)", keyID))
 		}
+		p.didOpen(keyID)
 		return len(out), nil
 	}
 }
