@@ -65,7 +65,9 @@ func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, er
 }
 
 // peerGroups reads the peer's supplementary groups (SO_PEERGROUPS, Linux
-// 4.13), growing the buffer when the kernel says it is too small.
+// 4.13), growing the buffer when the kernel says it is too small. An older
+// kernel has none to give (ENOPROTOOPT): callers are then checked by uid
+// and primary gid only.
 func peerGroups(fd int) ([]uint32, error) {
 	buf := make([]uint32, 32)
 	for {
@@ -75,6 +77,8 @@ func peerGroups(fd int) ([]uint32, error) {
 		switch {
 		case e == unix.ERANGE && int(n/4) > len(buf):
 			buf = make([]uint32, n/4)
+		case e == unix.ENOPROTOOPT:
+			return nil, nil
 		case e != 0:
 			return nil, e
 		default:
