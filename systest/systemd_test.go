@@ -553,7 +553,7 @@ func TestTwoClusters(t *testing.T) {
 			c.ClusterID = "systest-" + name
 			c.KeyProtect.RootKeyID = roots[name]
 			c.State.Dir = "/var/lib/private/byokd-" + name
-			c.Socket.Path = "/run/byokd/" + name + "/keyprovider.sock"
+			c.Socket.Path = "/run/byokd-" + name + "/keyprovider.sock"
 			c.Socket.Group = "byokd-" + name + "-clients"
 			c.Ops.Listen = fmt.Sprintf("127.0.0.1:%d", 9465+i)
 		})
@@ -570,7 +570,7 @@ func TestTwoClusters(t *testing.T) {
 		if strings.TrimSpace(user) != "byokd-"+name {
 			t.Fatalf("byokd@%s runs as %q", name, user)
 		}
-		n.Sh(t, `[ "$(stat -c %G /run/byokd/`+name+`/keyprovider.sock)" = byokd-`+name+`-clients ] && [ -s /var/lib/private/byokd-`+name+`/dek.json ]`)
+		n.Sh(t, `[ "$(stat -c %G /run/byokd-`+name+`/keyprovider.sock)" = byokd-`+name+`-clients ] && [ -s /var/lib/private/byokd-`+name+`/dek.json ]`)
 	}
 	fa := fingerprint(t, n.MustRun(t, "byokctl", "--cluster", "a", "status", "--json"))
 	fb := fingerprint(t, n.MustRun(t, "byokctl", "--cluster", "b", "status", "--json"))

@@ -30,18 +30,20 @@ const DefaultSocket = "/run/byokd/keyprovider.sock"
 
 // ClusterSocket is the socket of byokd@name.service, the byokd of one
 // cluster of several on a host (byokd@.socket).
-func ClusterSocket(name string) string { return "/run/byokd/" + name + "/keyprovider.sock" }
+// Its folder, /run/byokd-NAME, is made by byokd@.socket, owned by root:
+// not inside /run/byokd, which the single byokd's user owns.
+func ClusterSocket(name string) string { return "/run/byokd-" + name + "/keyprovider.sock" }
 
 // ValidClusterName reports whether name can name a byokd@ instance: 1 to
-// 24 letters, digits, '_' or '-', not starting with '-' (its user,
-// byokd-NAME, must be a valid user name of at most 31 characters).
+// 18 letters, digits, '_' or '-', not starting with '-' (its client group,
+// byokd-NAME-clients, must be a valid group name of at most 32 characters).
 func ValidClusterName(name string) error {
-	if len(name) == 0 || len(name) > 24 || name[0] == '-' {
-		return fmt.Errorf("cluster name %q: want 1 to 24 letters, digits, '_' or '-', not starting with '-'", name)
+	if len(name) == 0 || len(name) > 18 || name[0] == '-' {
+		return fmt.Errorf("cluster name %q: want 1 to 18 letters, digits, '_' or '-', not starting with '-'", name)
 	}
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
-			return fmt.Errorf("cluster name %q: want 1 to 24 letters, digits, '_' or '-', not starting with '-'", name)
+			return fmt.Errorf("cluster name %q: want 1 to 18 letters, digits, '_' or '-', not starting with '-'", name)
 		}
 	}
 	return nil

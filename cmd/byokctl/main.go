@@ -51,7 +51,7 @@ Commands:
   version                          print the version
 
 --cluster NAME reaches byokd@NAME (one cluster of several on the host) at
-/run/byokd/NAME/keyprovider.sock, and check-config checks its credential
+/run/byokd-NAME/keyprovider.sock, and check-config checks its credential
 /etc/byokd/NAME.apikey. The socket defaults to .dev/keyprovider.sock when
 run inside a checkout where
 byokd-dev (make run) runs, else /run/byokd/keyprovider.sock.`

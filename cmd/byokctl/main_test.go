@@ -21,7 +21,7 @@ func TestUnitHandsOverTheCredentialCheckConfigChecks(t *testing.T) {
 	}
 	for file, lines := range map[string][]string{
 		"byokd@.service": {"LoadCredential=" + credentialName + ":/etc/byokd/%i.apikey", "StateDirectory=byokd-%i", "ExecStart=/usr/bin/byokd --config /etc/byokd/%i.toml"},
-		"byokd@.socket":  {"ListenStream=/run/byokd/%i/keyprovider.sock"},
+		"byokd@.socket":  {"ListenStream=/run/byokd-%i/keyprovider.sock"},
 	} {
 		b, err := os.ReadFile("../../systemd/" + file)
 		if err != nil {
