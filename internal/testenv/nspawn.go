@@ -73,6 +73,10 @@ func BootContainer(t testing.TB, binds map[string]string) *Container {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Cleanups run last registered first: power off, then the cgroups,
+	// then the files — each registered as soon as there is something to
+	// undo, so that a failure on the way leaves nothing behind.
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
 	c.Root = filepath.Join(base, "root")
 	if err := os.Mkdir(c.Root, 0o755); err != nil {
 		t.Fatal(err)
@@ -88,6 +92,7 @@ func BootContainer(t testing.TB, binds map[string]string) *Container {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatalf("cgroup for the container: %v", err)
 		}
+		t.Cleanup(func() { removeCgroup(d) })
 		cgroups = append(cgroups, d)
 	}
 	args := []string{"-q", "-D", c.Root, "-M", c.Name, "--boot", "--register=no", "--keep-unit", "--console=pipe",
@@ -110,11 +115,7 @@ exec setsid systemd-nspawn "$@"`
 	go func() { _ = c.cmd.Wait(); close(c.done) }()
 	t.Cleanup(func() {
 		c.poweroff()
-		for _, d := range cgroups {
-			_ = os.Remove(d)
-		}
 		_ = os.RemoveAll("/run/systemd/nspawn/propagate/" + c.Name)
-		_ = os.RemoveAll(base)
 		if t.Failed() {
 			t.Logf("container %s console:\n%s", c.Name, c.logs.String())
 		}
@@ -144,6 +145,21 @@ exec setsid systemd-nspawn "$@"`
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// removeCgroup removes a cgroup folder and the ones the container's
+// systemd made under it, deepest first (a cgroup with children cannot go).
+func removeCgroup(dir string) {
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = os.Remove(dirs[i])
+	}
+}
 
 // containerInit finds the container's systemd: a child of the nspawn
 // process (pid) running /usr/lib/systemd/systemd.
@@ -225,6 +241,10 @@ func (c *Container) poweroff() {
 	case <-c.done:
 		return
 	case <-time.After(30 * time.Second):
+	}
+	// The container's systemd first: killing nspawn alone would leave it.
+	if c.init != 0 {
+		_ = syscall.Kill(c.init, syscall.SIGKILL)
 	}
 	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 	_ = c.cmd.Process.Kill()
