@@ -45,6 +45,12 @@ const (
 	AcceptKey Action = "accept-key"
 	// ForgetKey: an operator gave up the node's data key.
 	ForgetKey Action = "forget-key"
+	// KMIP: a KMIP client changed an object (register, create, activate,
+	// revoke, destroy).
+	KMIP Action = "kmip"
+	// KMIPRefuse: a KMIP connection was refused (TLS, client certificate,
+	// malformed message).
+	KMIPRefuse Action = "kmip-refuse"
 
 	// The locks only an operator or a changed file clears; each is also
 	// the lock's cause.
@@ -96,6 +102,10 @@ func Command(v []string) Field          { return Field{slog.Any("command", v)} }
 func Duration(v time.Duration) Field    { return Field{slog.Duration("duration", v)} }
 func Timeout(v time.Duration) Field     { return Field{slog.Duration("timeout", v)} }
 func Output(v string) Field             { return str("output", v) }
+func Remote(v string) Field             { return str("remote", v) }
+func Client(v string) Field             { return str("client", v) }
+func ObjectID(v string) Field           { return str("object_id", v) }
+func Result(v string) Field             { return str("result", v) }
 func Err(err error) Field               { return Field{slog.Any("err", err)} }
 
 // Log writes an audit record to l at level: msg, event=audit, action, then

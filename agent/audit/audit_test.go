@@ -76,6 +76,10 @@ func TestFieldKeysAndValues(t *testing.T) {
 		{Duration(1500 * time.Millisecond), `"duration":1500000000`},
 		{Timeout(5 * time.Second), `"timeout":5000000000`},
 		{Output("out\n"), `"output":"out\n"`},
+		{Remote("127.0.0.1:4242"), `"remote":"127.0.0.1:4242"`},
+		{Client("mongod"), `"client":"mongod"`},
+		{ObjectID("0f"), `"object_id":"0f"`},
+		{Result("ok"), `"result":"ok"`},
 		{Err(errors.New("boom")), `"err":"boom"`},
 	} {
 		var buf bytes.Buffer

@@ -45,6 +45,9 @@ type Config struct {
 	Socket Socket `toml:"socket"`
 	// Ops is the HTTP listener for probes and metrics.
 	Ops Ops `toml:"ops"`
+	// KMIP is the [kmip] table: the KMIP server for databases that take
+	// their master key over KMIP.
+	KMIP KMIP `toml:"kmip"`
 	// Log sets the log level and format.
 	Log Log `toml:"log"`
 	// LockActions are the commands run, in order, when byokd locks.
@@ -156,6 +159,26 @@ type Ops struct {
 	AllowRemoteOps bool `toml:"allow_remote_ops"`
 }
 
+// KMIP is the [kmip] table.
+type KMIP struct {
+	// Enabled turns the KMIP server on.
+	Enabled bool `toml:"enabled"`
+	// Listen is the host:port it serves on.
+	Listen string `toml:"listen"`
+	// CAFile holds the CA certificates that sign the allowed clients'
+	// certificates (PEM).
+	CAFile string `toml:"ca_file"`
+	// CertFile is the server's certificate chain (PEM).
+	CertFile string `toml:"cert_file"`
+	// KeyFile is the server's private key (PEM); others may not read it.
+	KeyFile string `toml:"key_file"`
+	// AllowedClients are the Subject Common Names of the client
+	// certificates that may connect.
+	AllowedClients []string `toml:"allowed_clients,omitempty"`
+	// AllowRemote permits a Listen address other than loopback.
+	AllowRemote bool `toml:"allow_remote"`
+}
+
 // Log is the [log] table.
 type Log struct {
 	// Level is "debug", "info", "warn" or "error".
@@ -200,6 +223,12 @@ func defaults() *Config {
 			Modes: []string{string(keyprovider.Release)},
 		},
 		Ops: Ops{Listen: "127.0.0.1:9464"},
+		KMIP: KMIP{
+			Listen:   "127.0.0.1:5696",
+			CAFile:   "/etc/byokd/kmip/ca.pem",
+			CertFile: "/etc/byokd/kmip/server.pem",
+			KeyFile:  "/etc/byokd/kmip/server.key",
+		},
 		Log: Log{Level: "info", Format: "json"},
 	}
 }
@@ -331,6 +360,9 @@ func (c *Config) Loosened() []string {
 	}
 	if c.Ops.AllowRemoteOps {
 		out = append(out, fmt.Sprintf("ops.allow_remote_ops = true: the ops listener %q may be reachable from other hosts", c.Ops.Listen))
+	}
+	if c.KMIP.Enabled && c.KMIP.AllowRemote {
+		out = append(out, fmt.Sprintf("kmip.allow_remote = true: the KMIP server %q may be reachable from other hosts (client certificates are still required)", c.KMIP.Listen))
 	}
 	def := defaults()
 	if c.Poll.Interval > def.Poll.Interval {

@@ -375,6 +375,8 @@ func TestMinimalFileGetsEveryDefault(t *testing.T) {
 			Modes:       []string{"release"},
 		},
 		Ops: Ops{Listen: "127.0.0.1:9464"},
+		KMIP: KMIP{Listen: "127.0.0.1:5696", CAFile: "/etc/byokd/kmip/ca.pem",
+			CertFile: "/etc/byokd/kmip/server.pem", KeyFile: "/etc/byokd/kmip/server.key"},
 		Log: Log{Level: "info", Format: "json"},
 	}
 	if !reflect.DeepEqual(got, want) {

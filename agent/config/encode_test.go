@@ -48,6 +48,8 @@ func everyKeySet() *Config {
 			AllowWorldAccess: true,
 		},
 		Ops: Ops{Listen: "[::]:9464", AllowRemoteOps: true},
+		KMIP: KMIP{Enabled: true, Listen: "[::]:5696", CAFile: "/k/ca.pem", CertFile: "/k/s.pem", KeyFile: "/k/s.key",
+			AllowedClients: []string{"mongod", "pbm"}, AllowRemote: true},
 		Log: Log{Level: "debug", Format: "text"},
 		LockActions: []LockAction{
 			{Command: []string{"/bin/systemctl", "stop", "mongod.service"}, Timeout: Duration(90 * time.Second)},

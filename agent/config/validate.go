@@ -58,6 +58,7 @@ func (v *validator) config(c *Config) {
 	v.sealer(&c.Sealer)
 	v.socket(&c.Socket)
 	v.ops(&c.Ops)
+	v.kmip(&c.KMIP)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 	for i, a := range c.LockActions {
@@ -200,13 +201,18 @@ func (v *validator) id(key string, id int) {
 }
 
 func (v *validator) ops(o *Ops) {
-	const key = "ops.listen"
 	if o.Listen == "" {
 		return
 	}
-	host, port, err := net.SplitHostPort(o.Listen)
+	v.listen("ops.listen", o.Listen, "127.0.0.1:9464", "ops.allow_remote_ops", o.AllowRemoteOps)
+}
+
+// listen checks a TCP host:port that must be loopback unless allowKey is
+// set.
+func (v *validator) listen(key, addr, example, allowKey string, allowRemote bool) {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		v.fail(key, "must be host:port such as \"127.0.0.1:9464\", got %q", o.Listen)
+		v.fail(key, "must be host:port such as %q, got %q", example, addr)
 		return
 	}
 	// Port 0 picks a free port (tests); the address chosen is logged.
@@ -214,8 +220,32 @@ func (v *validator) ops(o *Ops) {
 		v.fail(key, "port must be a number from 0 to 65535, got %q", port)
 		return
 	}
-	if !isLoopback(host) && !o.AllowRemoteOps {
-		v.fail(key, "%q is not a loopback address; set ops.allow_remote_ops = true to allow it", o.Listen)
+	if !isLoopback(host) && !allowRemote {
+		v.fail(key, "%q is not a loopback address; set %s = true to allow it", addr, allowKey)
+	}
+}
+
+// clientNameRE is a client certificate Common Name byokd accepts on the
+// allow-list (what byokctl kmip issues).
+var clientNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func (v *validator) kmip(k *KMIP) {
+	if !k.Enabled {
+		return
+	}
+	if v.required("kmip.listen", k.Listen) {
+		v.listen("kmip.listen", k.Listen, "127.0.0.1:5696", "kmip.allow_remote", k.AllowRemote)
+	}
+	v.absPath("kmip.ca_file", k.CAFile, true)
+	v.absPath("kmip.cert_file", k.CertFile, true)
+	v.absPath("kmip.key_file", k.KeyFile, true)
+	if len(k.AllowedClients) == 0 {
+		v.fail("kmip.allowed_clients", "required when kmip.enabled = true: the Common Names of the client certificates that may connect")
+	}
+	for i, n := range k.AllowedClients {
+		if !clientNameRE.MatchString(n) {
+			v.fail(fmt.Sprintf("kmip.allowed_clients[%d]", i), "must be 1 to 64 letters, digits, '.', '_' or '-', got %q", n)
+		}
 	}
 }
 

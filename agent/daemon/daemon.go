@@ -31,11 +31,21 @@ import (
 
 // Options are what main adds to the config.
 type Options struct {
-	// Ready is called once the socket is served (locked or not), with the
-	// socket path and the ops address.
-	Ready func(socket, opsAddr string)
+	// Ready is called once the socket is served (locked or not), with
+	// where byokd listens.
+	Ready func(Listening)
 	// Log receives byokd's logs; nil builds one from the config on stderr.
 	Log *slog.Logger
+}
+
+// Listening says where a started byokd listens.
+type Listening struct {
+	// Socket is the key provider socket's path.
+	Socket string
+	// Ops is the ops listener's host:port, "" when it is off.
+	Ops string
+	// KMIP is the KMIP server's host:port, "" when it is off.
+	KMIP string
 }
 
 // NewLogger builds the logger the config asks for.
@@ -98,12 +108,12 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	}
 	defer n.Close()
 	st := n.Machine.Status()
-	log.Info("byokd serving", "version", version.Version, "socket", cfg.Socket.Path, "socket_activated", activated, "ops", n.Addr(),
+	log.Info("byokd serving", "version", version.Version, "socket", cfg.Socket.Path, "socket_activated", activated, "ops", n.Addr(), "kmip", n.KMIPAddr(),
 		"sealer", st.Sealer, "root_key_id", cfg.KeyProtect.RootKeyID, "instance_id", cfg.KeyProtect.InstanceID,
 		"cluster_id", cfg.ClusterID)
 	sd.Ready(statusLine(st))
 	if opt.Ready != nil {
-		opt.Ready(cfg.Socket.Path, n.Addr())
+		opt.Ready(Listening{Socket: cfg.Socket.Path, Ops: n.Addr(), KMIP: n.KMIPAddr()})
 	}
 	tasks := []task.Task{n.Run, func(ctx context.Context) error {
 		<-ctx.Done()

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/keymgr"
 	"github.com/byokd/byokd/agent/keyprotect"
+	"github.com/byokd/byokd/agent/kmipd"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/metrics"
 	"github.com/byokd/byokd/agent/notify"
@@ -64,6 +66,7 @@ type Node struct {
 	Scheduler *keymgr.Scheduler
 	Server    *server.Server // nil without a listener
 	Ops       *ops.Server    // nil when off
+	KMIP      *kmipd.Server  // nil when [kmip] is off
 	Metrics   *metrics.Metrics
 
 	cfg      *config.Config
@@ -72,6 +75,7 @@ type Node struct {
 	store    *wdek.Store
 	kpc      *keyprotect.Client // nil when Deps gave one
 	listener net.Listener
+	kmipLn   net.Listener
 	hb       notify.Heartbeat
 	closers  []func()
 }
@@ -168,6 +172,11 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 			Reseal: n.Manager.Reseal, Admin: n.Manager,
 		})
 	}
+	if cfg.KMIP.Enabled {
+		if err := n.newKMIP(log); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Ops.Listen != "" && !deps.NoOps {
 		if n.Ops, err = ops.Listen(cfg.Ops.Listen, n.Machine, mt); err != nil {
 			return nil, fmt.Errorf("ops listener: %w", err)
@@ -176,6 +185,40 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 		n.closers = append(n.closers, func() { n.Ops.Shutdown(context.Background()) })
 	}
 	return n, nil
+}
+
+// KMIPDir is where the KMIP objects of a node with state folder stateDir
+// live.
+func KMIPDir(stateDir string) string { return filepath.Join(stateDir, "kmip") }
+
+// newKMIP opens the KMIP store and listener of [kmip].
+func (n *Node) newKMIP(log *slog.Logger) error {
+	k := n.cfg.KMIP
+	tlsCfg, err := kmipd.LoadTLS(kmipd.TLSFiles{CAFile: k.CAFile, CertFile: k.CertFile, KeyFile: k.KeyFile, Allowed: k.AllowedClients})
+	if err != nil {
+		return err
+	}
+	store, err := kmipd.OpenStore(KMIPDir(n.cfg.State.Dir), n.cfg.ClusterID, n.sealer, n.Machine)
+	if err != nil {
+		return err
+	}
+	n.closers = append(n.closers, func() { store.Close() })
+	if n.kmipLn, err = net.Listen("tcp", k.Listen); err != nil {
+		return fmt.Errorf("kmip listener: %w", err)
+	}
+	n.closers = append(n.closers, func() { n.kmipLn.Close() })
+	n.KMIP = kmipd.NewServer(kmipd.Config{Store: store, TLS: tlsCfg, Log: log})
+	log.Info("kmip server listening", "addr", n.kmipLn.Addr().String(), "allowed_clients", k.AllowedClients,
+		"objects", len(store.List()))
+	return nil
+}
+
+// KMIPAddr is the KMIP listener's address, "" when [kmip] is off.
+func (n *Node) KMIPAddr() string {
+	if n.kmipLn == nil {
+		return ""
+	}
+	return n.kmipLn.Addr().String()
 }
 
 // transition is the node's own reaction to a state change: metrics, the
@@ -241,6 +284,11 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.Server != nil {
 		tasks = append(tasks, func(ctx context.Context) error {
 			return serveUntil(ctx, func() error { return n.Server.Serve(n.listener) }, n.Server.Stop)
+		})
+	}
+	if n.KMIP != nil {
+		tasks = append(tasks, func(ctx context.Context) error {
+			return serveUntil(ctx, func() error { return n.KMIP.Serve(n.kmipLn) }, n.KMIP.Shutdown)
 		})
 	}
 	if n.Ops != nil {

@@ -53,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer d.Close()
 	return daemon.Run(ctx, d.Config, daemon.Options{
 		Log: log,
-		Ready: func(socket, opsAddr string) {
+		Ready: func(l daemon.Listening) {
 			fmt.Fprintf(stdout, `
 byokd-dev is running. Everything lives in %[1]s/ (delete it to start afresh).
   Key Protect emulator  %[2]s   (root key %[3]s)
@@ -69,7 +69,7 @@ In a second terminal, from this checkout:
   bin/kpemu ctl delete               # delete it: locked (bin/kpemu ctl restore brings it back)
 
 Stop with Ctrl-C.
-`, *devDir, d.Env.URL, d.Env.RootKeyID, socket, opsAddr)
+`, *devDir, d.Env.URL, d.Env.RootKeyID, l.Socket, l.Ops)
 		},
 	})
 }

@@ -105,6 +105,12 @@ func (k *Key) Wipe() {
 	k.m = master{}
 }
 
+// WipeCipher zeroes a cipher.Block or cipher.AEAD (or cipher.BlockMode)
+// made by the standard library, as wipeObject does: for callers that run
+// AES under a key of their own and must not leave its schedule behind.
+// Wipe a mode or AEAD before the block it was made from.
+func WipeCipher(x any) { wipeObject(x) }
+
 // wipeObject zeroes the struct behind a standard library cipher value (a
 // pointer to a struct) and every struct it points to, as relocate would move
 // them (an s390x AES block without CPACF keeps its key schedule in a

@@ -58,6 +58,34 @@ func Info(clusterID, keyID string) ([]byte, error) {
 	return info, nil
 }
 
+// KMIPPrefix starts the info of every key that wraps a KMIP object's key
+// material. It differs from Prefix at its seventh byte ('k', not 'v'), so
+// no info Info builds equals one KMIPInfo builds: no key id a caller of the
+// key socket picks gives it a KMIP object's wrapping key.
+const KMIPPrefix = "byokd/kmip/v1/"
+
+// MaxObjectIDLen is the longest object id KMIPInfo accepts: the info fits
+// in MaxInfoLen.
+const MaxObjectIDLen = MaxInfoLen - len(KMIPPrefix) - MaxClusterIDLen - 1
+
+// KMIPInfo builds the HKDF info for the key that wraps one KMIP object:
+// "byokd/kmip/v1/" + clusterID + "/" + objectID, with the checks of Info
+// (objectID at most MaxObjectIDLen bytes).
+func KMIPInfo(clusterID, objectID string) ([]byte, error) {
+	if err := check(clusterID, MaxClusterIDLen, true); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidClusterID, err)
+	}
+	if err := check(objectID, MaxObjectIDLen, false); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidKeyID, err)
+	}
+	info := make([]byte, 0, len(KMIPPrefix)+len(clusterID)+1+len(objectID))
+	info = append(info, KMIPPrefix...)
+	info = append(info, clusterID...)
+	info = append(info, '/')
+	info = append(info, objectID...)
+	return info, nil
+}
+
 // check validates an id without echoing it: ids come from callers of the
 // key socket, and an error may end up in a log.
 func check(id string, maxLen int, noSlash bool) error {

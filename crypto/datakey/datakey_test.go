@@ -265,3 +265,37 @@ func BenchmarkDerive(b *testing.B) {
 		_, _ = Derive(prk, info)
 	}
 }
+
+func TestKMIPInfoIsNeverAKeyProviderInfo(t *testing.T) {
+	got, err := KMIPInfo("c1", "0f1e2d3c-aaaa-bbbb-cccc-000000000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "byokd/kmip/v1/c1/0f1e2d3c-aaaa-bbbb-cccc-000000000001"; string(got) != want {
+		t.Fatalf("KMIPInfo = %q, want %q", got, want)
+	}
+	// Every key provider info starts with Prefix; a KMIP info never does,
+	// whatever key id a caller of the socket picks.
+	if strings.HasPrefix(string(got), Prefix) {
+		t.Fatalf("KMIP info %q starts with the key provider's prefix %q", got, Prefix)
+	}
+	for _, keyID := range []string{"kmip/v1/c1/x", "../kmip/v1/c1/x", string(got)} {
+		info, err := Info("c1", keyID)
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(string(info), KMIPPrefix) {
+			t.Fatalf("key id %q gives KMIP info %q", keyID, info)
+		}
+	}
+	long, err := KMIPInfo(strings.Repeat("c", MaxClusterIDLen), strings.Repeat("o", MaxObjectIDLen))
+	if err != nil || len(long) != MaxInfoLen {
+		t.Fatalf("longest KMIPInfo: %d bytes, %v; want %d", len(long), err, MaxInfoLen)
+	}
+	if _, err := KMIPInfo("c1", strings.Repeat("o", MaxObjectIDLen+1)); !errors.Is(err, ErrInvalidKeyID) {
+		t.Fatalf("too long object id: %v, want ErrInvalidKeyID", err)
+	}
+	if _, err := KMIPInfo("c/1", "x"); !errors.Is(err, ErrInvalidClusterID) {
+		t.Fatalf("cluster id with '/': %v, want ErrInvalidClusterID", err)
+	}
+}

@@ -1,0 +1,503 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package kmipd is byokd's KMIP server: KMIP 1.0 to 1.4 over TLS with
+// client certificates, for databases that take their master key over KMIP
+// (Percona Server for MongoDB, MongoDB Enterprise). Objects are AES keys
+// kept in a Store, each sealed under a key derived from the node's DEK, so
+// they are served only while the node is unlocked and are gone with the
+// root key.
+//
+// TTLV, the message types and the batch executor are
+// github.com/ovh/kmip-go's; the connection loop is byokd's own, for its
+// deadlines, size limits, logging and wiping of the buffers that carry
+// key material.
+package kmipd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ovh/kmip-go"
+	"github.com/ovh/kmip-go/kmipserver"
+	"github.com/ovh/kmip-go/payloads"
+	"github.com/ovh/kmip-go/ttlv"
+
+	"github.com/byokd/byokd/agent/audit"
+	"github.com/byokd/byokd/crypto/secmem"
+)
+
+// Limits of one connection.
+const (
+	// MaxMessage bounds a request message (TTLV header included).
+	MaxMessage = 1 << 20
+	// MaxConns bounds the connections served at once; more are closed
+	// at accept.
+	MaxConns = 64
+	// HandshakeTimeout bounds the TLS handshake.
+	HandshakeTimeout = 10 * time.Second
+	// IdleTimeout closes a connection that sends no request for so long.
+	IdleTimeout = 2 * time.Minute
+	// IOTimeout bounds reading the rest of a request once it started,
+	// and writing a response.
+	IOTimeout = 30 * time.Second
+)
+
+// TLSFiles are the PEM files and allow-list of [kmip].
+type TLSFiles struct {
+	CAFile, CertFile, KeyFile string
+	// Allowed are the client certificates' Subject Common Names that
+	// may connect.
+	Allowed []string
+}
+
+// LoadTLS builds the server's TLS configuration: TLS 1.2 or newer, a
+// client certificate signed by the CA in CAFile required, and its Common
+// Name on the allow-list.
+func LoadTLS(f TLSFiles) (*tls.Config, error) {
+	if len(f.Allowed) == 0 {
+		return nil, errors.New("kmip: no allowed clients")
+	}
+	if err := checkKeyFile(f.KeyFile); err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("kmip: server certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(f.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("kmip: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("kmip: %s holds no PEM certificate", f.CAFile)
+	}
+	allowed := slices.Clone(f.Allowed)
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no client certificate")
+			}
+			cn := cs.PeerCertificates[0].Subject.CommonName
+			if !slices.Contains(allowed, cn) {
+				return fmt.Errorf("client certificate %q is not on kmip.allowed_clients", cn)
+			}
+			return nil
+		},
+	}, nil
+}
+
+// checkKeyFile refuses a private key file others can read.
+func checkKeyFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("kmip: %w", err)
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return fmt.Errorf("kmip: %s has mode %#o: others may read the server's private key; want 0600 or 0640", path, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// Config is what a Server needs.
+type Config struct {
+	Store *Store
+	TLS   *tls.Config
+	Log   *slog.Logger
+	Now   func() time.Time
+}
+
+// Server serves KMIP on a listener.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	exec *kmipserver.BatchExecutor
+	sem  chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // guarded by mu
+	lns   []net.Listener        // guarded by mu
+	done  bool                  // guarded by mu
+}
+
+// NewServer makes a server; Serve runs it.
+func NewServer(cfg Config) *Server {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, log: log, sem: make(chan struct{}, MaxConns), ctx: ctx, cancel: cancel,
+		conns: map[net.Conn]struct{}{}}
+	s.exec = newExecutor(&ops{store: cfg.Store, now: cfg.Now})
+	s.exec.BatchItemUse(s.logItem)
+	return s
+}
+
+// Serve accepts TCP connections on ln and serves each over TLS until
+// Shutdown; it then returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return nil
+	}
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			done := s.done
+			s.mu.Unlock()
+			if done {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("kmip accept: %w", err)
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			audit.Warn(s.log, "kmip connection refused", audit.KMIPRefuse, audit.Remote(c.RemoteAddr().String()),
+				audit.Reason(fmt.Sprintf("%d connections already open", MaxConns)))
+			c.Close()
+			continue
+		}
+		if !s.track(c) {
+			c.Close()
+			<-s.sem
+			return nil
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.sem }()
+			defer s.untrack(c)
+			s.serveConn(c)
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	c.Close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, lets requests in flight finish until ctx ends,
+// then closes every connection.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.done = true
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	// Idle connections wait in a read: wake them now.
+	for c := range s.conns {
+		_ = c.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.cancel()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.cancel()
+}
+
+type ctxClient struct{}
+
+func (s *Server) refuse(remote, why string) {
+	audit.Warn(s.log, "kmip connection refused", audit.KMIPRefuse, audit.Remote(remote), audit.Reason(why))
+}
+
+func (s *Server) serveConn(raw net.Conn) {
+	remote := raw.RemoteAddr().String()
+	_ = raw.SetDeadline(time.Now().Add(HandshakeTimeout))
+	tc := tls.Server(raw, s.cfg.TLS)
+	if err := tc.HandshakeContext(s.ctx); err != nil {
+		s.refuse(remote, "TLS handshake: "+err.Error())
+		return
+	}
+	client := tc.ConnectionState().PeerCertificates[0].Subject.CommonName
+	ctx := context.WithValue(s.ctx, ctxClient{}, client)
+	s.log.Debug("kmip connection", "remote", remote, "client", client)
+	for {
+		_ = tc.SetDeadline(time.Now().Add(IdleTimeout))
+		req, err := s.readRequest(tc)
+		if err != nil {
+			var me *malformedError
+			switch {
+			case errors.As(err, &me):
+				s.refuse(remote, "malformed request from "+client+": "+me.Error())
+				_ = tc.SetDeadline(time.Now().Add(IOTimeout))
+				s.write(tc, errorResponse(me.Error()))
+			case errors.Is(err, io.EOF):
+			default:
+				s.log.Debug("kmip connection closed", "remote", remote, "client", client, "err", err)
+			}
+			return
+		}
+		resp := s.exec.HandleRequest(ctx, req)
+		wipeRequest(req)
+		_ = tc.SetDeadline(time.Now().Add(IOTimeout))
+		err = s.write(tc, resp)
+		wipeResponse(resp)
+		if err != nil {
+			s.log.Debug("kmip write", "remote", remote, "client", client, "err", err)
+			return
+		}
+	}
+}
+
+// malformedError is a request that is not a KMIP request message.
+type malformedError struct{ msg string }
+
+func (e *malformedError) Error() string { return e.msg }
+
+// ttlvStructure is the TTLV item type of a structure.
+const ttlvStructure = 0x01
+
+// readRequest reads one request message: its 8-byte TTLV header (tag
+// Request Message, type Structure, length), then its body, decoded and
+// then wiped. A header that is not a request message's fails at once,
+// without reading further.
+func (s *Server) readRequest(r io.Reader) (*kmip.RequestMessage, error) {
+	var hdr [8]byte
+	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(r, hdr[1:]); err != nil {
+		return nil, unexpected(err)
+	}
+	tag := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+	n := binary.BigEndian.Uint32(hdr[4:])
+	switch {
+	case tag != kmip.TagRequestMessage:
+		return nil, &malformedError{fmt.Sprintf("not a KMIP request message (tag %#06x)", tag)}
+	case hdr[3] != ttlvStructure:
+		return nil, &malformedError{"a request message must be a structure"}
+	case n%8 != 0 || uint64(n)+8 > MaxMessage:
+		return nil, &malformedError{fmt.Sprintf("request message of %d bytes: want a multiple of 8 up to %d", n, MaxMessage-8)}
+	}
+	buf := make([]byte, 8+int(n))
+	defer secmem.Wipe(buf)
+	copy(buf, hdr[:])
+	if _, err := io.ReadFull(r, buf[8:]); err != nil {
+		return nil, unexpected(err)
+	}
+	return Decode(buf)
+}
+
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Decode decodes one TTLV request message. Any decoding failure, including
+// a panic of the decoder, is a malformedError; it never names the bytes.
+func Decode(buf []byte) (req *kmip.RequestMessage, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			req, err = nil, &malformedError{"undecodable TTLV"}
+		}
+	}()
+	var m kmip.RequestMessage
+	if err := ttlv.UnmarshalTTLV(buf, &m); err != nil {
+		return nil, &malformedError{"undecodable TTLV: " + shortErr(err)}
+	}
+	if len(m.BatchItem) == 0 {
+		return nil, &malformedError{"no batch item"}
+	}
+	return &m, nil
+}
+
+// shortErr keeps a decoder error to its first line and 200 bytes.
+func shortErr(err error) string {
+	msg := err.Error()
+	for i := 0; i < len(msg); i++ {
+		if msg[i] == '\n' {
+			msg = msg[:i]
+			break
+		}
+	}
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return msg
+}
+
+// errorResponse answers a request that could not be read.
+func errorResponse(msg string) *kmip.ResponseMessage {
+	return &kmip.ResponseMessage{
+		Header: kmip.ResponseHeader{ProtocolVersion: kmip.V1_0, TimeStamp: time.Now().Truncate(time.Second), BatchCount: 1},
+		BatchItem: []kmip.ResponseBatchItem{{
+			ResultStatus:  kmip.ResultStatusOperationFailed,
+			ResultReason:  kmip.ResultReasonInvalidMessage,
+			ResultMessage: msg,
+		}},
+	}
+}
+
+func (s *Server) write(w io.Writer, resp *kmip.ResponseMessage) error {
+	b := ttlv.MarshalTTLV(resp)
+	_, err := w.Write(b)
+	secmem.Wipe(b)
+	return err
+}
+
+// wipeRequest wipes key material and data a request carried.
+func wipeRequest(req *kmip.RequestMessage) {
+	for _, bi := range req.BatchItem {
+		switch p := bi.RequestPayload.(type) {
+		case *payloads.RegisterRequestPayload:
+			if p == nil {
+				continue
+			}
+			if k, ok := p.Object.(*kmip.SymmetricKey); ok && k != nil {
+				wipeKeyBlock(&k.KeyBlock)
+			}
+		case *payloads.EncryptRequestPayload:
+			if p != nil {
+				secmem.Wipe(p.Data)
+			}
+		case *payloads.DecryptRequestPayload:
+			if p != nil {
+				secmem.Wipe(p.Data)
+			}
+		}
+	}
+}
+
+// wipeResponse wipes the key material and plaintext a response carried,
+// once it is written.
+func wipeResponse(resp *kmip.ResponseMessage) {
+	for _, bi := range resp.BatchItem {
+		switch p := bi.ResponsePayload.(type) {
+		case *payloads.GetResponsePayload:
+			if p == nil {
+				continue
+			}
+			if k, ok := p.Object.(*kmip.SymmetricKey); ok && k != nil {
+				wipeKeyBlock(&k.KeyBlock)
+			}
+		case *payloads.DecryptResponsePayload:
+			if p != nil {
+				secmem.Wipe(p.Data)
+			}
+		case *payloads.EncryptResponsePayload:
+			if p != nil {
+				secmem.Wipe(p.Data)
+			}
+		}
+	}
+}
+
+func wipeKeyBlock(kb *kmip.KeyBlock) {
+	if kb.KeyValue == nil || kb.KeyValue.Plain == nil {
+		return
+	}
+	km := kb.KeyValue.Plain.KeyMaterial
+	if km.Bytes != nil {
+		secmem.Wipe(*km.Bytes)
+	}
+	if km.TransparentSymmetricKey != nil {
+		secmem.Wipe(km.TransparentSymmetricKey.Key)
+	}
+}
+
+// logItem audits the operations that change objects and logs the others
+// at debug level.
+func (s *Server) logItem(next kmipserver.BatchItemNext, ctx context.Context, bi *kmip.RequestBatchItem) (*kmip.ResponseBatchItem, error) {
+	resp, err := next(ctx, bi)
+	client, _ := ctx.Value(ctxClient{}).(string)
+	result := "ok"
+	if err != nil {
+		result = err.Error()
+	} else if resp != nil && resp.ResultStatus != kmip.ResultStatusSuccess {
+		result = resp.ResultMessage
+	}
+	id := kmipserver.IdPlaceholder(ctx)
+	switch bi.Operation {
+	case kmip.OperationRegister, kmip.OperationCreate, kmip.OperationActivate, kmip.OperationRevoke, kmip.OperationDestroy:
+		audit.Info(s.log, "kmip "+ttlv.EnumStr(bi.Operation), audit.KMIP, audit.Client(client),
+			audit.ObjectID(requestID(bi, id)), audit.Result(result))
+	default:
+		s.log.Debug("kmip "+ttlv.EnumStr(bi.Operation), "client", client, "object_id", requestID(bi, id), "result", result)
+	}
+	return resp, err
+}
+
+// requestID is the object a batch item names, or the one the batch made.
+func requestID(bi *kmip.RequestBatchItem, placeholder string) string {
+	switch p := bi.RequestPayload.(type) {
+	case *payloads.ActivateRequestPayload:
+		if p.UniqueIdentifier != "" {
+			return p.UniqueIdentifier
+		}
+	case *payloads.RevokeRequestPayload:
+		if p.UniqueIdentifier != "" {
+			return p.UniqueIdentifier
+		}
+	case *payloads.DestroyRequestPayload:
+		if p.UniqueIdentifier != "" {
+			return p.UniqueIdentifier
+		}
+	case *payloads.GetRequestPayload:
+		if p.UniqueIdentifier != "" {
+			return p.UniqueIdentifier
+		}
+	case *payloads.GetAttributesRequestPayload:
+		if p.UniqueIdentifier != "" {
+			return p.UniqueIdentifier
+		}
+	}
+	return placeholder
+}
