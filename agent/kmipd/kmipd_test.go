@@ -80,7 +80,7 @@ type env struct {
 	keyFile  string
 }
 
-func newSealer(t *testing.T, dek []byte) seal.Sealer {
+func newSealer(t testing.TB, dek []byte) seal.Sealer {
 	t.Helper()
 	s, err := seal.NewMemory()
 	if err != nil {
