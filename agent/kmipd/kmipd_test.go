@@ -95,7 +95,7 @@ func newSealer(t testing.TB, dek []byte) seal.Sealer {
 
 // start runs a KMIP server over real TLS on a loopback port, allowing the
 // client "mongod".
-func start(t *testing.T) *env {
+func start(t testing.TB) *env {
 	t.Helper()
 	e := &env{dir: t.TempDir(), pki: testenv.NewPKI(t), logs: &syncBuffer{}}
 	e.gate = &gate{st: lock.Status{State: lock.Unlocked, Fingerprint: "00112233aabbccdd"}}

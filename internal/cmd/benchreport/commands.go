@@ -71,6 +71,7 @@ const (
 	secKeyProvider   = "keyprovider"
 	secIdleRSS       = "idlerss"
 	secKpemu         = "kpemu"
+	secKMIP          = "kmip"
 	secSealers       = "sealers"
 	secLockDetection = "lockdetection"
 	secStart         = "start"
@@ -79,7 +80,7 @@ const (
 	secFleet         = "fleet"
 )
 
-var sectionNames = []string{secWiredTiger, secKeyProvider, secIdleRSS, secKpemu, secSealers,
+var sectionNames = []string{secWiredTiger, secKeyProvider, secIdleRSS, secKpemu, secKMIP, secSealers,
 	secLockDetection, secStart, secLoadedRSS, secKPRequests, secFleet}
 
 // commands lists every command the report runs; wtOut is the file
@@ -102,6 +103,7 @@ func commands(s Settings, wtOut string) []Command {
 		gotest(secKeyProvider, nil, "-bench", "KeyProvider", "-benchtime", s.ProviderTime, "./e2e"),
 		gotest(secIdleRSS, nil, append(idle, "./e2e")...),
 		gotest(secKpemu, nil, "-bench", ".", "-cpu", "1", "-benchtime", s.KpemuTime, "./kpemu"),
+		gotest(secKMIP, nil, "-bench", "KMIP", "-benchtime", s.KpemuTime, "-count", "3", "./agent/kmipd"),
 		gotest(secSealers, nil, "-bench", "Derive", "-benchtime", s.SealTime, "-count", "3", "./crypto/seal/tpm"),
 		gotest(secLockDetection, []string{"BENCH_DISABLES=" + strconv.Itoa(s.Disables)}, "-bench", "LockDetection", "-benchtime", "1x", "./e2e"),
 		gotest(secStart, nil, "-bench", "StartToUnlocked", "-benchtime", s.StartRuns, "./e2e"),

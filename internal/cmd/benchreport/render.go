@@ -61,6 +61,7 @@ type Report struct {
 	KeyProvider *Section
 	IdleRSS     *Section
 	Kpemu       *Section
+	KMIP        *Section
 	Sealers     *Section
 	// Behaviour is the lock detection, start and memory table: rows from
 	// the lockdetection, start, idlerss and loadedrss commands.
@@ -113,6 +114,9 @@ func build(m Machine, s Settings, cmds []Command, outputs map[string][]byte) (Re
 	}
 	if sh, ok := sheets[secKpemu]; ok {
 		r.Kpemu = kpemu(sh)
+	}
+	if sh, ok := sheets[secKMIP]; ok {
+		r.KMIP = kmipSection(sh)
 	}
 	if sh, ok := sheets[secSealers]; ok {
 		r.Sealers = sealers(sh)
@@ -220,6 +224,29 @@ func kpemu(sh sheet) *Section {
 	} {
 		ns := sh.get(b.name, "ns/op")
 		sec.Table.add(b.label, count(div(1e9, ns)), duration(ns), ratio(div(ns, base)))
+	}
+	return sec
+}
+
+// kmipSection: medians of -count runs, each operation against its
+// baseline.
+func kmipSection(sh sheet) *Section {
+	sec := &Section{Command: sh.command,
+		Table: Table{Head: []string{"benchmark", "per second", "time per call (median)", "ratio to its baseline (time)"}}}
+	const b = "BenchmarkKMIP/"
+	discover := median(sh.all(b+"DiscoverVersions", "ns/op"))
+	connect := median(sh.all(b+"TLSConnect", "ns/op"))
+	for _, r := range []struct {
+		name, label string
+		base        float64
+	}{
+		{"DiscoverVersions", "Discover Versions on an established TLS connection (baseline)", discover},
+		{"Get", "Get of a 256-bit key on the same connection", discover},
+		{"TLSConnect", "a TLS connection with a client certificate, handshake and close (baseline)", connect},
+		{"ConnectGet", "a TLS connection with one Get, as Percona's client makes per operation", connect},
+	} {
+		ns := median(sh.all(b+r.name, "ns/op"))
+		sec.Table.add(r.label, count(div(1e9, ns)), duration(ns), ratio(div(ns, r.base)))
 	}
 	return sec
 }

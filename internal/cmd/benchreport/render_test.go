@@ -70,6 +70,11 @@ func TestReportFromCannedOutput(t *testing.T) {
 		"| empty call (baseline) | 15,466 | 64.7 µs | 1.00× |",
 		"| unwrap through keyprotect-go-client, keep-alive transport | 7,901 | 127 µs | 1.96× |",
 		"(a connection per call) | 2,885 | 347 µs | 5.36× |",
+		// KMIP: medians of three runs, each against its baseline
+		"go test -run '^$' -bench KMIP -benchtime 3s -count 3 ./agent/kmipd\n",
+		"| Discover Versions on an established TLS connection (baseline) | 11,501 | 86.9 µs | 1.00× |",
+		"| Get of a 256-bit key on the same connection | 10,101 | 99.0 µs | 1.14× |",
+		"| a TLS connection with one Get, as Percona's client makes per operation | 513 | 1.95 ms | 1.04× |",
 		// sealers: range over -count, ratio of medians
 		"| memory (baseline) | 3,124,060–3,148,959 | 3,140,000 | 1.00× |",
 		"| 16,636–19,589 | 18,000 | 0.00573× (1/174) |",
@@ -154,6 +159,13 @@ func TestReportFailsLoudlyOnAMissingFigure(t *testing.T) {
 			return regexp.MustCompile(`(?m)^BenchmarkLoopbackEmptyCall.*\n`).ReplaceAllString(s, "")
 		},
 		want: []string{"BenchmarkLoopbackEmptyCall ns/op"},
+	}, {
+		name:    "a KMIP baseline missing",
+		section: secKMIP,
+		edit: func(s string) string {
+			return regexp.MustCompile(`(?m)^BenchmarkKMIP/TLSConnect.*\n`).ReplaceAllString(s, "")
+		},
+		want: []string{"BenchmarkKMIP/TLSConnect ns/op"},
 	}, {
 		name:    "a WiredTiger mode missing",
 		section: secWiredTiger,
