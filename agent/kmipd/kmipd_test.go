@@ -240,7 +240,13 @@ func TestPerconaSequenceAndTheLock(t *testing.T) {
 			if got := state(t, c, id); got != kmip.StateDeactivated {
 				t.Fatalf("state while locked = %s, want Deactivated", ttlv.EnumStr(got))
 			}
-			fail(t, c, &payloads.EncryptRequestPayload{UniqueIdentifier: id, Data: []byte("x")})
+			if bi := fail(t, c, &payloads.EncryptRequestPayload{UniqueIdentifier: id, Data: []byte("x")}); ttlv.CompareVersions(v, kmip.V1_2) < 0 {
+				if bi.ResultReason != kmip.ResultReasonOperationNotSupported {
+					t.Fatalf("Encrypt under %s: %s, want Operation Not Supported", v, ttlv.EnumStr(bi.ResultReason))
+				}
+			} else if !strings.Contains(bi.ResultMessage, "locked") {
+				t.Fatalf("Encrypt while locked: %q", bi.ResultMessage)
+			}
 			fail(t, c, registerReq(bytes.Clone(key), "while-locked"))
 			loc := req[*payloads.LocateResponsePayload](t, c, &payloads.LocateRequestPayload{Attribute: []kmip.Attribute{
 				{AttributeName: kmip.AttributeNameState, AttributeValue: kmip.StateActive}}})

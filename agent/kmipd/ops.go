@@ -561,7 +561,19 @@ func (o *ops) usable(ctx context.Context, id string, usage kmip.CryptographicUsa
 	return ob, material, nil
 }
 
+// sinceV12 refuses Encrypt and Decrypt under KMIP 1.0 and 1.1, which do
+// not have them.
+func sinceV12(ctx context.Context) error {
+	if ttlv.CompareVersions(kmipserver.GetProtocolVersion(ctx), kmip.V1_2) < 0 {
+		return kmipserver.Errorf(kmip.ResultReasonOperationNotSupported, "Encrypt and Decrypt are KMIP 1.2 operations")
+	}
+	return nil
+}
+
 func (o *ops) encrypt(ctx context.Context, req *payloads.EncryptRequestPayload) (*payloads.EncryptResponsePayload, error) {
+	if err := sinceV12(ctx); err != nil {
+		return nil, err
+	}
 	id, err := idOf(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
@@ -631,6 +643,9 @@ func (o *ops) encrypt(ctx context.Context, req *payloads.EncryptRequestPayload) 
 }
 
 func (o *ops) decrypt(ctx context.Context, req *payloads.DecryptRequestPayload) (*payloads.DecryptResponsePayload, error) {
+	if err := sinceV12(ctx); err != nil {
+		return nil, err
+	}
 	id, err := idOf(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
