@@ -275,6 +275,14 @@ func TestParseRejectsBadDocuments(t *testing.T) {
 			[]string{`config.toml:10: ops.listen: must be host:port such as "127.0.0.1:9464", got "127.0.0.1"`}},
 		{"ops on a port out of range", minimal + "[ops]\nlisten = \"127.0.0.1:70000\"\n",
 			[]string{`config.toml:10: ops.listen: port must be a number from 0 to 65535, got "70000"`}},
+		{"kmip without allowed clients", minimal + "[kmip]\nenabled = true\n",
+			[]string{`config.toml:9: kmip.allowed_clients: required when kmip.enabled = true: the Common Names of the client certificates that may connect`}},
+		{"kmip on every address", minimal + "[kmip]\nenabled = true\nlisten = \"0.0.0.0:5696\"\nallowed_clients = [\"mongod\"]\n",
+			[]string{`config.toml:11: kmip.listen: "0.0.0.0:5696" is not a loopback address; set kmip.allow_remote = true to allow it`}},
+		{"kmip client name", minimal + "[kmip]\nenabled = true\nallowed_clients = [\"mongo d\"]\n",
+			[]string{`config.toml:11: kmip.allowed_clients[0]: must be 1 to 64 letters, digits, '.', '_' or '-', got "mongo d"`}},
+		{"kmip relative key file", minimal + "[kmip]\nenabled = true\nkey_file = \"server.key\"\nallowed_clients = [\"mongod\"]\n",
+			[]string{`config.toml:11: kmip.key_file: must be an absolute path, got "server.key"`}},
 		{"log format", minimal + "[log]\nformat = \"logfmt\"\n",
 			[]string{`config.toml:10: log.format: must be one of "json", "text", got "logfmt"`}},
 		{"key defined twice", strings.Replace(minimal, "[socket]", "timeout = \"1s\"\ntimeout = \"2s\"\n[socket]", 1),
@@ -486,6 +494,7 @@ func TestLoosenedListsEverySettingLessSafeThanItsDefault(t *testing.T) {
 	noCredentials(t)
 	doc := strings.Replace(minimal, "[socket]", "allow_insecure_http = true\n[socket]\nmode = \"0666\"\nallow_world_access = true", 1) +
 		"[ops]\nlisten = \"0.0.0.0:9464\"\nallow_remote_ops = true\n" +
+		"[kmip]\nenabled = true\nlisten = \"0.0.0.0:5696\"\nallow_remote = true\nallowed_clients = [\"mongod\"]\n" +
 		"[poll]\ninterval = \"1m\"\nproof_interval = \"1h\"\noffline_grace = \"2d\"\nconfirm_window = \"5m\"\nlock_on_expired = false\n"
 	cfg, err := Parse("config.toml", []byte(doc))
 	if err != nil {
@@ -496,6 +505,7 @@ func TestLoosenedListsEverySettingLessSafeThanItsDefault(t *testing.T) {
 		"keyprotect.allow_insecure_http = true",
 		`socket.allow_world_access = true: socket mode 0666`,
 		`ops.allow_remote_ops = true: the ops listener "0.0.0.0:9464"`,
+		`kmip.allow_remote = true: the KMIP server "0.0.0.0:5696"`,
 		`poll.interval = "1m"`,
 		`poll.offline_grace = "2d"`,
 		`poll.confirm_window = "5m"`,
@@ -504,8 +514,8 @@ func TestLoosenedListsEverySettingLessSafeThanItsDefault(t *testing.T) {
 			t.Errorf("Loosened() lacks %q:\n%s", want, strings.Join(got, "\n"))
 		}
 	}
-	if len(got) != 6 {
-		t.Errorf("Loosened() has %d entries, want 6:\n%s", len(got), strings.Join(got, "\n"))
+	if len(got) != 7 {
+		t.Errorf("Loosened() has %d entries, want 7:\n%s", len(got), strings.Join(got, "\n"))
 	}
 	if slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "lock_on_expired") }) {
 		t.Error("Loosened() lists lock_on_expired = false, the default")
