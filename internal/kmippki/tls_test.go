@@ -6,8 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +186,63 @@ func TestTLSHandshakeWithTheFiles(t *testing.T) {
 	var badName x509.HostnameError
 	if h := connect(tls12("db.example.com", bundle)); !errors.As(h.clientErr, &badName) || h.serverErr == nil {
 		t.Errorf("a client connecting to db.example.com: client: %v; server: %v", h.clientErr, h.serverErr)
+	}
+}
+
+// TestOpenSSLClientWithTheBundle: OpenSSL, which mongod's KMIP client
+// uses, loads the client's key and certificate from the one bundle file,
+// verifies the server at localhost with ca.pem, and the server accepts it.
+func TestOpenSSLClientWithTheBundle(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("no openssl")
+	}
+	f, err := kmippki.Init(kmippki.Options{Dir: t.TempDir(), Hosts: []string{"localhost"}, Clients: []string{"mongod"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		err error
+		cn  string
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: caPool(t, f.CA), ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12})
+		if err := tc.Handshake(); err != nil {
+			done <- result{err: err}
+			return
+		}
+		buf := make([]byte, 4)
+		_, err = io.ReadFull(tc, buf)
+		if err == nil && string(buf) != "ping" {
+			err = errors.New("read " + string(buf) + ", want ping")
+		}
+		done <- result{err: err, cn: tc.ConnectionState().PeerCertificates[0].Subject.CommonName}
+	}()
+	b := f.Clients[0].Bundle
+	cmd := exec.Command(openssl, "s_client", "-connect", ln.Addr().String(), "-tls1_2", "-CAfile", f.CA, "-cert", b, "-key", b,
+		"-verify_return_error", "-verify_hostname", "localhost", "-quiet")
+	cmd.Stdin = strings.NewReader("ping")
+	out, cerr := cmd.CombinedOutput()
+	ln.Close() // if openssl never connected
+	r := <-done
+	if r.err != nil || r.cn != "mongod" {
+		t.Fatalf("server: %v, client CN %q; openssl s_client: %v\n%s", r.err, r.cn, cerr, out)
 	}
 }
