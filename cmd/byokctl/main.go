@@ -2,7 +2,8 @@
 
 // Command byokctl is the operator's CLI for byokd: status, watch, health,
 // wait, check-config, the key identity actions accept-key and forget-key,
-// and version.
+// kmip (the certificates of byokd's KMIP server and its clients) and
+// version.
 package main
 
 import (
@@ -48,6 +49,17 @@ Commands:
                                    is lost for good (no dek.json in place), so it can
                                    provision a new one. Data written under CURRENT stays
                                    unreadable. For root and byokd's own user only.
+  kmip init [--dir D] [--host H]... --client NAME [--client NAME]...
+       [--server-owner USER] [--client-owner USER]
+                                   make the certificates of byokd's KMIP server in D
+                                   (default /etc/byokd/kmip): a CA, the server's for the
+                                   names H (default 127.0.0.1 and localhost), one client
+                                   certificate per NAME (its Subject CN). server.key goes
+                                   to USER (default byokd, when run as root), the client
+                                   keys to --client-owner. Prints the [kmip] config and
+                                   the mongod.conf for each client. Overwrites nothing.
+  kmip add-client [--dir D] [--client-owner USER] NAME
+                                   one more client certificate, from the CA in D
   version                          print the version
 
 --cluster NAME reaches byokd@NAME (one cluster of several on the host) at
@@ -109,6 +121,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "check-config":
 		return checkConfig(*cluster, rest, stdout)
+	case "kmip":
+		return kmip(rest, stdout, stderr)
 	case "status", "watch", "health", "wait", "accept-key", "forget-key":
 	default:
 		fmt.Fprintln(stderr, usage)
