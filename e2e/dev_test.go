@@ -104,7 +104,7 @@ func TestDevRun(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	for _, want := range []string{"apikey", "byokd.toml", "keyprovider.sock", "kpemu-state.json", "kpemu.env", "state"} {
+	for _, want := range []string{"apikey", "byokd.toml", "keyprovider.sock", "kmip", "kpemu-state.json", "kpemu.env", "state"} {
 		if !slices.Contains(names, want) {
 			t.Fatalf("the dev folder holds %v, not %s", names, want)
 		}
@@ -129,6 +129,30 @@ func TestDevRun(t *testing.T) {
 	ctl("wait", "--unlocked", "--timeout", "10s")
 	if _, err := os.Stat(filepath.Join(dir, "state", "dek.json")); err != nil {
 		t.Fatalf("no wrapped key in the dev folder: %v", err)
+	}
+	// KMIP, as the banner says: . .dev/kmip.env, then any KMIP client
+	// (PyKMIP here) reaches the dev node; the file appears once the port
+	// answers.
+	for _, want := range []string{"KMIP server           127.0.0.1:", ". " + dir + "/kmip.env", "pykmip_driver.py"} {
+		if !strings.Contains(banner, want) {
+			t.Fatalf("the banner lacks %q:\n%s", want, banner)
+		}
+	}
+	envFile := filepath.Join(dir, "kmip.env")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(envFile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no kmip.env 10 s after the banner")
+		}
+	}
+	sh := exec.Command("sh", "-c", `. "$1" && for v in KMIP_HOST KMIP_PORT KMIP_CA KMIP_CLIENT_CERT KMIP_CLIENT_KEY; do eval "test -n \"\$$v\"" || exit 9; done && exec /usr/bin/python3 testdata/pykmip_driver.py create dev-demo get @ state @`,
+		"sh", envFile)
+	sh.Env = append(os.Environ(), "_PYKMIP_DRIVER_REEXEC=1")
+	out, err := sh.CombinedOutput()
+	if err != nil || strings.Count(string(out), `"ok": true`) != 3 || !strings.Contains(string(out), `"PRE_ACTIVE"`) {
+		t.Fatalf("PyKMIP with .dev/kmip.env: %v\n%s", err, out)
 	}
 	before := ctl("status", "--json")
 	kpctl("disable")

@@ -9,11 +9,14 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +27,7 @@ import (
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/client/keyprovider"
 	"github.com/byokd/byokd/internal/atomicfile"
+	"github.com/byokd/byokd/internal/kmippki"
 	"github.com/byokd/byokd/kpemu"
 )
 
@@ -41,6 +45,93 @@ type Dev struct {
 	KP     *kpemu.Instance
 	Env    Env
 	Dir    string
+	// KMIP are the dev CA, server and client files in Dir/kmip.
+	KMIP kmippki.Files
+}
+
+// DevKMIPClient is the client certificate the dev node's KMIP server allows.
+const DevKMIPClient = "dev-client"
+
+// devKMIP makes the dev node's KMIP CA, server certificate (for 127.0.0.1
+// and localhost) and client certificate in dir/kmip the first time, and
+// reuses them after; a stale kmip.env from an earlier run (another port)
+// goes first.
+func devKMIP(dir string) (kmippki.Files, error) {
+	if err := os.Remove(filepath.Join(dir, "kmip.env")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return kmippki.Files{}, err
+	}
+	kdir := filepath.Join(dir, "kmip")
+	c := kmippki.ClientFiles{Name: DevKMIPClient, Cert: filepath.Join(kdir, kmippki.ClientCertFile(DevKMIPClient)),
+		Key: filepath.Join(kdir, kmippki.ClientKeyFile(DevKMIPClient)), Bundle: filepath.Join(kdir, kmippki.ClientBundleFile(DevKMIPClient))}
+	f := kmippki.Files{CA: filepath.Join(kdir, kmippki.CAFile), CAKey: filepath.Join(kdir, kmippki.CAKeyFile),
+		ServerCert: filepath.Join(kdir, kmippki.ServerCertFile), ServerKey: filepath.Join(kdir, kmippki.ServerKeyFile),
+		Clients: []kmippki.ClientFiles{c}}
+	var missing []string
+	for _, p := range []string{f.CA, f.CAKey, f.ServerCert, f.ServerKey, c.Cert, c.Key, c.Bundle} {
+		if _, err := os.Stat(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	switch len(missing) {
+	case 0:
+		return f, nil
+	case 7:
+		made, err := kmippki.Init(kmippki.Options{Dir: kdir, Hosts: []string{"127.0.0.1", "localhost"}, Clients: []string{DevKMIPClient}})
+		if err != nil {
+			return kmippki.Files{}, fmt.Errorf("dev KMIP certificates: %w", err)
+		}
+		return made, nil
+	}
+	return kmippki.Files{}, fmt.Errorf("dev KMIP certificates: %s is missing; delete %s to make them afresh", strings.Join(missing, ", "), kdir)
+}
+
+// KMIPEnv is what .dev/kmip.env holds, for a KMIP client in another
+// terminal.
+func KMIPEnv(addr string, f kmippki.Files) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	c := f.Clients[0]
+	return fmt.Sprintf("# The dev node's KMIP server; source it: . .dev/kmip.env\n"+
+		"export KMIP_HOST='%s'\nexport KMIP_PORT='%s'\nexport KMIP_CA='%s'\nexport KMIP_CLIENT_CERT='%s'\nexport KMIP_CLIENT_KEY='%s'\n"+
+		"# key and certificate in one file, as mongod's security.kmip.clientCertificateFile takes them\nexport KMIP_CLIENT_BUNDLE='%s'\n",
+		host, port, f.CA, c.Cert, c.Key, c.Bundle), nil
+}
+
+// WriteKMIPEnv waits until the KMIP server at addr completes a TLS
+// handshake with the dev client's certificate, then writes dir/kmip.env:
+// a client that finds the file finds the server answering.
+func WriteKMIPEnv(ctx context.Context, dir, addr string, f kmippki.Files) error {
+	env, err := KMIPEnv(addr, f)
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(f.CA)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cert, err := tls.LoadX509KeyPair(f.Clients[0].Cert, f.Clients[0].Key)
+	if err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	d := tls.Dialer{Config: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: host, MinVersion: tls.VersionTLS12}}
+	for {
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the KMIP server at %s did not answer: %w", addr, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return atomicfile.Write(filepath.Join(dir, "kmip.env"), []byte(env), 0o600)
 }
 
 // Close stops the emulator.
@@ -110,6 +201,14 @@ func Setup(dir string, log *slog.Logger) (*Dev, error) {
 	c.Socket.Modes = []string{string(keyprovider.Release), string(keyprovider.Strict)}
 	// A free loopback port, printed at start, so that two checkouts can run.
 	c.Ops.Listen = "127.0.0.1:0"
+	kfiles, err := devKMIP(abs)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.KMIP = kfiles
+	c.KMIP = config.KMIP{Enabled: true, Listen: "127.0.0.1:0", CAFile: kfiles.CA, CertFile: kfiles.ServerCert,
+		KeyFile: kfiles.ServerKey, AllowedClients: []string{DevKMIPClient}}
 	c.Log.Format = "text"
 	toml, err := config.Marshal(c)
 	if err != nil {

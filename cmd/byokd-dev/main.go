@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/byokd/byokd/agent/config"
 	"github.com/byokd/byokd/agent/daemon"
@@ -54,6 +55,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return daemon.Run(ctx, d.Config, daemon.Options{
 		Log: log,
 		Ready: func(l daemon.Listening) {
+			// kmip.env is written once the port answers, after Run starts
+			// serving it.
+			go func() {
+				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				if err := WriteKMIPEnv(wctx, d.Dir, l.KMIP, d.KMIP); err != nil {
+					log.Error("write kmip.env", "err", err)
+				}
+			}()
 			fmt.Fprintf(stdout, `
 byokd-dev is running. Everything lives in %[1]s/ (delete it to start afresh).
   Key Protect emulator  %[2]s   (root key %[3]s)
@@ -68,8 +78,14 @@ In a second terminal, from this checkout:
   bin/kpemu ctl enable               # enable it again: the node unlocks
   bin/kpemu ctl delete               # delete it: locked (bin/kpemu ctl restore brings it back)
 
+KMIP, as Percona Server for MongoDB or MongoDB Enterprise would use it:
+  KMIP server           %[6]s   (TLS, client certificates from %[1]s/kmip/)
+  . %[1]s/kmip.env                 # KMIP_HOST, KMIP_PORT, KMIP_CA, KMIP_CLIENT_CERT, KMIP_CLIENT_KEY
+  /usr/bin/python3 e2e/testdata/pykmip_driver.py create demo get @ state @   # PyKMIP (apt install python3-pykmip)
+  (docs/kmip.md has the mongod.conf; kmip.env appears once the port answers)
+
 Stop with Ctrl-C.
-`, *devDir, d.Env.URL, d.Env.RootKeyID, l.Socket, l.Ops)
+`, *devDir, d.Env.URL, d.Env.RootKeyID, l.Socket, l.Ops, l.KMIP)
 		},
 	})
 }
