@@ -514,3 +514,42 @@ func TestRefusals(t *testing.T) {
 		t.Errorf("%d refusals logged, want 4 or more:\n%s", n, logs)
 	}
 }
+
+// The record buffer byokd wipes is where crypto/tls keeps it: a Go whose
+// crypto/tls changed fails here rather than leaving requests in memory.
+func TestTLSRecordBufferIsFound(t *testing.T) {
+	if !tlsFields.ok {
+		t.Fatal("crypto/tls.Conn has no rawInput bytes.Buffer and input bytes.Reader: wipeTLSInput wipes nothing")
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	e := start(t)
+	srv := tls.Server(a, &tls.Config{Certificates: e.srv.cfg.TLS.Certificates})
+	cli := tls.Client(b, &tls.Config{InsecureSkipVerify: true})
+	secret := []byte("a master key in a record, 32 b!!")
+	go func() {
+		cli.Write(secret)
+	}()
+	got := make([]byte, len(secret))
+	if _, err := io.ReadFull(srv, got); err != nil {
+		t.Fatal(err)
+	}
+	// The whole array of the record buffer, from its start.
+	array := func() []byte {
+		raw := *rawInput(srv) // a copy of the buffer's header, same array
+		raw.Reset()
+		all := raw.Bytes()
+		return all[:cap(all)]
+	}
+	if !bytes.Contains(array(), secret) {
+		t.Fatal("the record buffer does not hold the decrypted record: the field is not what byokd expects")
+	}
+	if !tlsInputIdle(srv) {
+		t.Fatal("input not idle after the whole record was read")
+	}
+	wipeTLSInput(srv)
+	if bytes.Contains(array(), secret) {
+		t.Fatal("the record buffer still holds the record after wipeTLSInput")
+	}
+}

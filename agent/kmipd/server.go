@@ -264,6 +264,9 @@ func (s *Server) serveConn(raw net.Conn) {
 		s.refuse(remote, "TLS handshake: "+err.Error())
 		return
 	}
+	// The record buffer held the requests in the clear: wipe it when the
+	// connection is done.
+	defer wipeTLSInput(tc)
 	client := tc.ConnectionState().PeerCertificates[0].Subject.CommonName
 	ctx := context.WithValue(s.ctx, ctxClient{}, client)
 	s.log.Debug("kmip connection", "remote", remote, "client", client)
@@ -282,6 +285,9 @@ func (s *Server) serveConn(raw net.Conn) {
 				s.log.Debug("kmip connection closed", "remote", remote, "client", client, "err", err)
 			}
 			return
+		}
+		if tlsInputIdle(tc) {
+			wipeTLSInput(tc)
 		}
 		resp := s.exec.HandleRequest(ctx, req)
 		wipeRequest(req)
