@@ -33,10 +33,9 @@ import (
 // e2e/testdata/pykmip_driver.py, over one TLS connection with a client
 // certificate.
 type pykmip struct {
-	addr                string
-	ca, cert, key       string
-	version             string // KMIP version the client speaks
-	expectConnectFailed bool
+	addr          string
+	ca, cert, key string
+	version       string // KMIP version the client speaks
 }
 
 // result is one operation's JSON line from the driver.
