@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -65,8 +66,9 @@ func packages(t *testing.T) map[string]string {
 	return dists
 }
 
-// node is a container with the packages of both versions at /ci/VERSION/
-// and the test binaries (kpemu) at /ci/bin/.
+// node is a container with the packages of both versions at /ci/VERSION/,
+// the test binaries (kpemu) at /ci/bin/ and e2e/testdata (the PyKMIP
+// driver) at /ci/testdata/.
 type node struct {
 	*testenv.Container
 	root string // the Key Protect root key, once configured
@@ -75,7 +77,11 @@ type node struct {
 func boot(t *testing.T) *node {
 	t.Helper()
 	d := packages(t)
-	binds := map[string]string{testenv.Binaries(t): "/ci/bin"}
+	testdata, err := filepath.Abs(filepath.Join("..", "e2e", "testdata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	binds := map[string]string{testenv.Binaries(t): "/ci/bin", testdata: "/ci/testdata"}
 	for v, dir := range d {
 		binds[dir] = "/ci/" + v
 	}
@@ -598,5 +604,70 @@ func TestTwoClusters(t *testing.T) {
 	n.waitClusterState(t, "a", "UNLOCKED", 3*time.Second)
 	if got := fingerprint(t, n.MustRun(t, "byokctl", "--cluster", "a", "status", "--json")); got != fa {
 		t.Fatalf("byokd@a serves %s after the crash, not %s", got, fa)
+	}
+}
+
+// pykmip runs PyKMIP's client (the container's python3-pykmip) through
+// e2e/testdata/pykmip_driver.py against byokd's KMIP server with the
+// client files byokctl kmip init wrote, and returns its JSON lines.
+func (n *node) pykmip(ops ...string) (string, error) {
+	args := []string{"env", "KMIP_HOST=127.0.0.1", "KMIP_PORT=5696", "KMIP_CA=/etc/byokd/kmip/ca.pem",
+		"KMIP_CLIENT_CERT=/etc/byokd/kmip/client-mongod.pem", "KMIP_CLIENT_KEY=/etc/byokd/kmip/client-mongod.key",
+		"/usr/bin/python3", "/ci/testdata/pykmip_driver.py", "--kmip-version", "1.0"}
+	return n.Run(append(args, ops...)...)
+}
+
+// TestKMIPUnderTheUnit: byokctl kmip init as root gives server.key to
+// byokd; byokd.service, hardened as shipped, reads it, serves KMIP on
+// 127.0.0.1:5696 and keeps the objects in /var/lib/byokd/kmip/ (byokd,
+// 0700, files 0600); PyKMIP runs Percona's sequence; a lock makes Get fail
+// and State Deactivated; after unlock and after a restart of the unit the
+// same key comes back.
+func TestKMIPUnderTheUnit(t *testing.T) {
+	t.Parallel()
+	n := boot(t)
+	n.install(t, v1)
+	n.startKP(t)
+	out := n.MustRun(t, "byokctl", "kmip", "init", "--client", "mongod")
+	for _, want := range []string{"[kmip]", `allowed_clients = ["mongod"]`, "clientCertificateFile: /etc/byokd/kmip/client-mongod.bundle.pem"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("byokctl kmip init does not print %q:\n%s", want, out)
+		}
+	}
+	n.Sh(t, `test "$(stat -c '%U %a' /etc/byokd/kmip/server.key)" = "byokd 600" || { stat /etc/byokd/kmip/server.key; exit 1; }`)
+	n.configure(t, func(c *config.Config) {
+		c.KMIP.Enabled, c.KMIP.AllowedClients = true, []string{"mongod"}
+	})
+	n.start(t)
+
+	master := strings.Repeat("5a", 16) + strings.Repeat("c3", 16)
+	out, err := n.pykmip("register", master, "percona-master", "activate", "@", "get", "@", "state", "@")
+	if err != nil || strings.Count(out, `"ok": true`) != 4 || !strings.Contains(out, `"`+master+`"`) || !strings.Contains(out, `"ACTIVE"`) {
+		journal, _ := n.Run("journalctl", "-u", "byokd", "--no-pager", "-n", "30")
+		t.Fatalf("PyKMIP under the unit: %v\n%s\n%s", err, out, journal)
+	}
+	id := regexp.MustCompile(`"op": "register", "ok": true, "result": "([0-9a-f-]{36})"`).FindStringSubmatch(out)
+	if id == nil {
+		t.Fatalf("no id in %s", out)
+	}
+	n.Sh(t, `test "$(stat -c '%U %a' /var/lib/byokd/kmip)" = "byokd 700" && test "$(stat -c '%U %a' /var/lib/byokd/kmip/`+id[1]+`.json)" = "byokd 600" || { ls -la /var/lib/byokd/kmip; exit 1; }`)
+
+	if out, err := n.kpctl("disable"); err != nil {
+		t.Fatalf("kpemu ctl disable: %v\n%s", err, out)
+	}
+	n.waitState(t, "LOCKED", 10*time.Second)
+	out, _ = n.pykmip("get", id[1], "state", id[1])
+	if !strings.Contains(out, `"op": "get", "ok": false`) || !strings.Contains(out, "locked") || !strings.Contains(out, `"DEACTIVATED"`) {
+		t.Fatalf("PyKMIP while locked:\n%s", out)
+	}
+	if out, err := n.kpctl("enable"); err != nil {
+		t.Fatalf("kpemu ctl enable: %v\n%s", err, out)
+	}
+	n.waitState(t, "UNLOCKED", 10*time.Second)
+	n.MustRun(t, "systemctl", "restart", "byokd.service")
+	n.waitState(t, "UNLOCKED", 30*time.Second)
+	out, err = n.pykmip("get", id[1], "state", id[1])
+	if err != nil || !strings.Contains(out, `"`+master+`"`) || !strings.Contains(out, `"ACTIVE"`) {
+		t.Fatalf("PyKMIP after unlock and a restart: %v\n%s", err, out)
 	}
 }

@@ -67,7 +67,30 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// counts records what the server counts.
+type counts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (c *counts) KMIPRequest(op, result string) { c.add("request " + op + " " + result) }
+func (c *counts) KMIPRefused(reason string)     { c.add("refused " + reason) }
+func (c *counts) add(k string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]int{}
+	}
+	c.m[k]++
+}
+func (c *counts) get(k string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
 type env struct {
+	counts   *counts
 	addr     string
 	dir      string
 	pki      *testenv.PKI
@@ -97,7 +120,7 @@ func newSealer(t testing.TB, dek []byte) seal.Sealer {
 // client "mongod".
 func start(t testing.TB) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), pki: testenv.NewPKI(t), logs: &syncBuffer{}}
+	e := &env{dir: t.TempDir(), pki: testenv.NewPKI(t), logs: &syncBuffer{}, counts: &counts{}}
 	e.gate = &gate{st: lock.Status{State: lock.Unlocked, Fingerprint: "00112233aabbccdd"}}
 	dek := make([]byte, 32)
 	rand.Read(dek)
@@ -120,7 +143,7 @@ func start(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	e.addr = ln.Addr().String()
-	e.srv = NewServer(Config{Store: e.store, TLS: tlsCfg, Log: slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	e.srv = NewServer(Config{Store: e.store, TLS: tlsCfg, Metrics: e.counts, Log: slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	done := make(chan error, 1)
 	go func() { done <- e.srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -354,6 +377,12 @@ func TestCreateLocateRevokeDestroy(t *testing.T) {
 	if bi := fail(t, c, &payloads.RekeyRequestPayload{UniqueIdentifier: id}); bi.ResultReason != kmip.ResultReasonOperationNotSupported {
 		t.Fatalf("Re-key: %s, want Operation Not Supported", ttlv.EnumStr(bi.ResultReason))
 	}
+	if got := e.counts.get("request other OperationNotSupported"); got != 1 {
+		t.Fatalf("Re-key counted %d times as other/OperationNotSupported: %v", got, e.counts.m)
+	}
+	if got := e.counts.get("request Get ItemNotFound"); got != 1 {
+		t.Fatalf("Get after Destroy counted %d times as ItemNotFound: %v", got, e.counts.m)
+	}
 	q := req[*payloads.QueryResponsePayload](t, c, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations, kmip.QueryFunctionObjects}})
 	if len(q.Operations) != len(operations) || len(q.ObjectType) != 1 {
 		t.Fatalf("Query: %v %v", q.Operations, q.ObjectType)
@@ -512,6 +541,11 @@ func TestRefusals(t *testing.T) {
 	}
 	if n := strings.Count(logs, `"action":"kmip-refuse"`); n < 4 {
 		t.Errorf("%d refusals logged, want 4 or more:\n%s", n, logs)
+	}
+	for k, want := range map[string]int{"refused client-not-allowed": 1, "refused tls": 2, "refused malformed": 1, "request Query ok": 1} {
+		if got := e.counts.get(k); got != want {
+			t.Errorf("metric %q = %d, want %d (%v)", k, got, want, e.counts.m)
+		}
 	}
 }
 

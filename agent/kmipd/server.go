@@ -25,6 +25,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,12 +96,15 @@ func LoadTLS(f TLSFiles) (*tls.Config, error) {
 			}
 			cn := cs.PeerCertificates[0].Subject.CommonName
 			if !slices.Contains(allowed, cn) {
-				return fmt.Errorf("client certificate %q is not on kmip.allowed_clients", cn)
+				return fmt.Errorf("client certificate %q %s", cn, notAllowed)
 			}
 			return nil
 		},
 	}, nil
 }
+
+// notAllowed ends the handshake error of a client not on the allow-list.
+const notAllowed = "is not on kmip.allowed_clients"
 
 // checkKeyFile refuses a private key file others can read.
 func checkKeyFile(path string) error {
@@ -114,12 +118,28 @@ func checkKeyFile(path string) error {
 	return nil
 }
 
+// Metrics counts what the server does; agent/metrics does.
+type Metrics interface {
+	// KMIPRequest counts an operation by its result: "ok" or a KMIP
+	// result reason.
+	KMIPRequest(op, result string)
+	// KMIPRefused counts a refused connection: "tls",
+	// "client-not-allowed", "malformed" or "too-many".
+	KMIPRefused(reason string)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) KMIPRequest(string, string) {}
+func (noMetrics) KMIPRefused(string)         {}
+
 // Config is what a Server needs.
 type Config struct {
-	Store *Store
-	TLS   *tls.Config
-	Log   *slog.Logger
-	Now   func() time.Time
+	Store   *Store
+	TLS     *tls.Config
+	Log     *slog.Logger
+	Metrics Metrics // nil counts nothing
+	Now     func() time.Time
 }
 
 // Server serves KMIP on a listener.
@@ -144,6 +164,9 @@ func NewServer(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -166,6 +189,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -175,17 +199,22 @@ func (s *Server) Serve(ln net.Listener) error {
 			if done {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("kmip accept: %w", err)
 			}
-			return fmt.Errorf("kmip accept: %w", err)
+			// Out of file descriptors, a connection reset before accept:
+			// wait a little and go on, as net/http does, rather than take
+			// byokd down with the key provider.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("kmip accept", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		select {
 		case s.sem <- struct{}{}:
 		default:
-			audit.Warn(s.log, "kmip connection refused", audit.KMIPRefuse, audit.Remote(c.RemoteAddr().String()),
-				audit.Reason(fmt.Sprintf("%d connections already open", MaxConns)))
+			s.refuse("too-many", c.RemoteAddr().String(), fmt.Sprintf("%d connections already open", MaxConns))
 			c.Close()
 			continue
 		}
@@ -252,7 +281,8 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 type ctxClient struct{}
 
-func (s *Server) refuse(remote, why string) {
+func (s *Server) refuse(kind, remote, why string) {
+	s.cfg.Metrics.KMIPRefused(kind)
 	audit.Warn(s.log, "kmip connection refused", audit.KMIPRefuse, audit.Remote(remote), audit.Reason(why))
 }
 
@@ -261,7 +291,11 @@ func (s *Server) serveConn(raw net.Conn) {
 	_ = raw.SetDeadline(time.Now().Add(HandshakeTimeout))
 	tc := tls.Server(raw, s.cfg.TLS)
 	if err := tc.HandshakeContext(s.ctx); err != nil {
-		s.refuse(remote, "TLS handshake: "+err.Error())
+		kind := "tls"
+		if strings.Contains(err.Error(), notAllowed) {
+			kind = "client-not-allowed"
+		}
+		s.refuse(kind, remote, "TLS handshake: "+err.Error())
 		return
 	}
 	// The record buffer held the requests in the clear: wipe it when the
@@ -277,7 +311,7 @@ func (s *Server) serveConn(raw net.Conn) {
 			var me *malformedError
 			switch {
 			case errors.As(err, &me):
-				s.refuse(remote, "malformed request from "+client+": "+me.Error())
+				s.refuse("malformed", remote, "malformed request from "+client+": "+me.Error())
 				_ = tc.SetDeadline(time.Now().Add(IOTimeout))
 				s.write(tc, errorResponse(me.Error()))
 			case errors.Is(err, io.EOF):
@@ -471,6 +505,21 @@ func (s *Server) logItem(next kmipserver.BatchItemNext, ctx context.Context, bi 
 		result = resp.ResultMessage
 	}
 	id := kmipserver.IdPlaceholder(ctx)
+	reason := "ok"
+	if err != nil {
+		reason = "GeneralFailure"
+		var ke kmipserver.Error
+		if errors.As(err, &ke) {
+			reason = ttlv.EnumStr(ke.Reason)
+		}
+	} else if resp != nil && resp.ResultStatus != kmip.ResultStatusSuccess {
+		reason = ttlv.EnumStr(resp.ResultReason)
+	}
+	op := "other" // an operation byokd does not answer: no label per value a client sends
+	if slices.Contains(operations, bi.Operation) {
+		op = ttlv.EnumStr(bi.Operation)
+	}
+	s.cfg.Metrics.KMIPRequest(op, reason)
 	switch bi.Operation {
 	case kmip.OperationRegister, kmip.OperationCreate, kmip.OperationActivate, kmip.OperationRevoke, kmip.OperationDestroy:
 		audit.Info(s.log, "kmip "+ttlv.EnumStr(bi.Operation), audit.KMIP, audit.Client(client),

@@ -26,6 +26,8 @@ type Metrics struct {
 	rotations      prometheus.Counter
 	wipeFailures   prometheus.Counter
 	refused        *prometheus.CounterVec
+	kmipRequests   *prometheus.CounterVec
+	kmipRefused    *prometheus.CounterVec
 }
 
 // States lists the values of the byokd_state gauge's label.
@@ -67,9 +69,15 @@ func New() *Metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "byokd_refused_callers_total", Help: "Key provider callers refused, by reason.",
 		}, []string{"reason"}),
+		kmipRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "byokd_kmip_requests_total", Help: "KMIP operations by operation and result (ok, or the KMIP result reason).",
+		}, []string{"operation", "result"}),
+		kmipRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "byokd_kmip_connections_refused_total", Help: "KMIP connections refused, by reason (tls, client-not-allowed, malformed, too-many).",
+		}, []string{"reason"}),
 	}
 	r.MustRegister(m.state, m.lockEvents, m.kpRequests, m.kpLatency, m.providerCalls, m.lastCheck,
-		m.rootKeyExpired, m.rotations, m.wipeFailures, m.refused,
+		m.rootKeyExpired, m.rotations, m.wipeFailures, m.refused, m.kmipRequests, m.kmipRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, s := range States {
 		m.state.WithLabelValues(s).Set(0)
@@ -122,3 +130,10 @@ func (m *Metrics) Rewrapped() { m.rotations.Inc() }
 
 // Refused counts a refused caller.
 func (m *Metrics) Refused(reason string) { m.refused.WithLabelValues(reason).Inc() }
+
+// KMIPRequest counts a KMIP operation by its result: "ok" or the KMIP
+// result reason (ItemNotFound, GeneralFailure, ...).
+func (m *Metrics) KMIPRequest(op, result string) { m.kmipRequests.WithLabelValues(op, result).Inc() }
+
+// KMIPRefused counts a refused KMIP connection by reason.
+func (m *Metrics) KMIPRefused(reason string) { m.kmipRefused.WithLabelValues(reason).Inc() }

@@ -207,7 +207,7 @@ func (n *Node) newKMIP(log *slog.Logger) error {
 		return fmt.Errorf("kmip listener: %w", err)
 	}
 	n.closers = append(n.closers, func() { n.kmipLn.Close() })
-	n.KMIP = kmipd.NewServer(kmipd.Config{Store: store, TLS: tlsCfg, Log: log})
+	n.KMIP = kmipd.NewServer(kmipd.Config{Store: store, TLS: tlsCfg, Log: log, Metrics: n.Metrics})
 	log.Info("kmip server listening", "addr", n.kmipLn.Addr().String(), "allowed_clients", k.AllowedClients,
 		"objects", len(store.List()))
 	return nil
