@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,15 +30,9 @@ func TestKMIPKeysLeaveNoCopyInMemory(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("reading another process's memory needs root: run the tests as root, as CI does")
 	}
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "kmip-scan-root")
-	dir := testenv.Dir(t)
-	kdir := kmipSetup(t, dir)
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Dir: dir, Config: kmipConfig(kdir)})
+	n := startKMIPNode(t)
+	k, root, b, py := n.k, n.root, n.b, n.py
 	c := b.Client()
-	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
-	py := pykmip{addr: kmipAddr(t, b), ca: filepath.Join(kdir, "ca.pem"), cert: filepath.Join(kdir, "client-mongod.pem"),
-		key: filepath.Join(kdir, "client-mongod.key"), version: "1.2"}
 
 	master := make([]byte, 32)
 	rand.Read(master)

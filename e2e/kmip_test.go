@@ -123,6 +123,28 @@ func kmipConfig(kdir string) func(*config.Config) {
 	}
 }
 
+// kmipNode is byokd with [kmip] on, its KMIP files made by byokctl kmip
+// init, against a Key Protect emulator, unlocked.
+type kmipNode struct {
+	k         *testenv.KP
+	root, dir string
+	kdir      string
+	b         *testenv.Byokd
+	py        pykmip // the allowed client "mongod", KMIP 1.2
+}
+
+func startKMIPNode(t *testing.T) *kmipNode {
+	t.Helper()
+	n := &kmipNode{k: testenv.StartKP(t), dir: testenv.Dir(t)}
+	n.root = n.k.RootKey(t, "kmip-root")
+	n.kdir = kmipSetup(t, n.dir)
+	n.b = testenv.StartByokd(t, n.k, testenv.Options{RootKeyID: n.root, Provision: true, Dir: n.dir, Config: kmipConfig(n.kdir)})
+	n.b.WaitState(t, n.b.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
+	n.py = pykmip{addr: kmipAddr(t, n.b), ca: filepath.Join(n.kdir, "ca.pem"), cert: filepath.Join(n.kdir, "client-mongod.pem"),
+		key: filepath.Join(n.kdir, "client-mongod.key"), version: "1.2"}
+	return n
+}
+
 var kmipListening = regexp.MustCompile(`"msg":"kmip server listening","addr":"([^"]+)"`)
 
 // kmipAddr is the address of the last KMIP listener byokd logged.
@@ -143,15 +165,11 @@ func kmipAddr(t *testing.T, b *testenv.Byokd) string {
 // naming the lock and State is not Active within the poll interval + 1 s;
 // enabled: the same key, bit for bit; byokd restarted: still there.
 func TestKMIPWithPyKMIP(t *testing.T) {
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "kmip-root")
-	dir := testenv.Dir(t)
-	kdir := kmipSetup(t, dir)
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Dir: dir, Config: kmipConfig(kdir)})
+	n := startKMIPNode(t)
+	k, root, dir, kdir, b := n.k, n.root, n.dir, n.kdir, n.b
 	c := b.Client()
-	b.WaitState(t, c, pb.State_STATE_UNLOCKED, 10*time.Second)
-	py := pykmip{addr: kmipAddr(t, b), ca: filepath.Join(kdir, "ca.pem"), cert: filepath.Join(kdir, "client-mongod.pem"),
-		key: filepath.Join(kdir, "client-mongod.key"), version: "1.0"}
+	py := n.py
+	py.version = "1.0"
 
 	// Percona's sequence, one connection per operation, KMIP 1.0.
 	master := make([]byte, 32)
@@ -283,15 +301,8 @@ func TestKMIPWithPyKMIP(t *testing.T) {
 // the allow-list, a plain TCP client and garbage bytes are refused and
 // logged, and the server keeps serving the allowed client.
 func TestKMIPRefusals(t *testing.T) {
-	k := testenv.StartKP(t)
-	root := k.RootKey(t, "kmip-root")
-	dir := testenv.Dir(t)
-	kdir := kmipSetup(t, dir)
-	b := testenv.StartByokd(t, k, testenv.Options{RootKeyID: root, Provision: true, Dir: dir, Config: kmipConfig(kdir)})
-	b.WaitState(t, b.Client(), pb.State_STATE_UNLOCKED, 10*time.Second)
-	addr := kmipAddr(t, b)
-	py := pykmip{addr: addr, ca: filepath.Join(kdir, "ca.pem"), cert: filepath.Join(kdir, "client-mongod.pem"),
-		key: filepath.Join(kdir, "client-mongod.key"), version: "1.2"}
+	n := startKMIPNode(t)
+	kdir, b, py, addr := n.kdir, n.b, n.py, n.py.addr
 
 	stranger := py
 	stranger.cert, stranger.key = filepath.Join(kdir, "client-stranger.pem"), filepath.Join(kdir, "client-stranger.key")

@@ -126,9 +126,6 @@ func start(t testing.TB) *env {
 	rand.Read(dek)
 	e.sealer = newSealer(t, dek)
 	cert, key := e.pki.Server(t, "127.0.0.1")
-	if err := os.Chmod(key, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	tlsCfg, err := LoadTLS(TLSFiles{CAFile: e.pki.CAFile, CertFile: cert, KeyFile: key, Allowed: []string{"mongod"}})
 	if err != nil {
 		t.Fatal(err)

@@ -570,34 +570,45 @@ func sinceV12(ctx context.Context) error {
 	return nil
 }
 
-func (o *ops) encrypt(ctx context.Context, req *payloads.EncryptRequestPayload) (*payloads.EncryptResponsePayload, error) {
+// cipherFor is what Encrypt and Decrypt share: the version, the request's
+// checks, the object's state and usage, and an AES block under its key,
+// with the func that wipes both once the call is done.
+func (o *ops) cipherFor(ctx context.Context, op, rawID string, p *kmip.CryptographicParameters, data []byte, init, final *bool,
+	usage kmip.CryptographicUsageMask, states ...string) (id string, mode kmip.BlockCipherMode, b cipher.Block, done func(), err error) {
 	if err := sinceV12(ctx); err != nil {
-		return nil, err
+		return "", 0, nil, nil, err
 	}
-	id, err := idOf(ctx, req.UniqueIdentifier)
+	if id, err = idOf(ctx, rawID); err != nil {
+		return "", 0, nil, nil, err
+	}
+	if mode, err = cryptParams(p); err != nil {
+		return "", 0, nil, nil, err
+	}
+	if len(data) == 0 || len(data) > maxCryptData {
+		return "", 0, nil, nil, kmipserver.Errorf(kmip.ResultReasonInvalidField, "Data: 1 to %d bytes", maxCryptData)
+	}
+	if init != nil || final != nil {
+		return "", 0, nil, nil, kmipserver.Errorf(kmip.ResultReasonFeatureNotSupported, "streaming %s is not supported", op)
+	}
+	_, key, err := o.usable(ctx, id, usage, states...)
+	if err != nil {
+		return "", 0, nil, nil, err
+	}
+	b, err = aes.NewCipher(key)
+	secmem.Wipe(key)
+	if err != nil {
+		return "", 0, nil, nil, kerr(err)
+	}
+	return id, mode, b, func() { block.WipeCipher(b) }, nil
+}
+
+func (o *ops) encrypt(ctx context.Context, req *payloads.EncryptRequestPayload) (*payloads.EncryptResponsePayload, error) {
+	id, mode, b, done, err := o.cipherFor(ctx, "Encrypt", req.UniqueIdentifier, req.CryptographicParameters, req.Data,
+		req.InitIndicator, req.FinalIndicator, kmip.CryptographicUsageEncrypt, stateActive)
 	if err != nil {
 		return nil, err
 	}
-	mode, err := cryptParams(req.CryptographicParameters)
-	if err != nil {
-		return nil, err
-	}
-	if len(req.Data) == 0 || len(req.Data) > maxCryptData {
-		return nil, kmipserver.Errorf(kmip.ResultReasonInvalidField, "Data: 1 to %d bytes", maxCryptData)
-	}
-	if req.InitIndicator != nil || req.FinalIndicator != nil {
-		return nil, kmipserver.Errorf(kmip.ResultReasonFeatureNotSupported, "streaming Encrypt is not supported")
-	}
-	_, key, err := o.usable(ctx, id, kmip.CryptographicUsageEncrypt, stateActive)
-	if err != nil {
-		return nil, err
-	}
-	defer secmem.Wipe(key)
-	b, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, kerr(err)
-	}
-	defer block.WipeCipher(b)
+	defer done()
 	resp := &payloads.EncryptResponsePayload{UniqueIdentifier: id, CorrelationValue: req.CorrelationValue}
 	iv := req.IVCounterNonce
 	switch mode {
@@ -643,33 +654,12 @@ func (o *ops) encrypt(ctx context.Context, req *payloads.EncryptRequestPayload) 
 }
 
 func (o *ops) decrypt(ctx context.Context, req *payloads.DecryptRequestPayload) (*payloads.DecryptResponsePayload, error) {
-	if err := sinceV12(ctx); err != nil {
-		return nil, err
-	}
-	id, err := idOf(ctx, req.UniqueIdentifier)
+	id, mode, b, done, err := o.cipherFor(ctx, "Decrypt", req.UniqueIdentifier, req.CryptographicParameters, req.Data,
+		req.InitIndicator, req.FinalIndicator, kmip.CryptographicUsageDecrypt, stateActive, stateDeactivated)
 	if err != nil {
 		return nil, err
 	}
-	mode, err := cryptParams(req.CryptographicParameters)
-	if err != nil {
-		return nil, err
-	}
-	if len(req.Data) == 0 || len(req.Data) > maxCryptData {
-		return nil, kmipserver.Errorf(kmip.ResultReasonInvalidField, "Data: 1 to %d bytes", maxCryptData)
-	}
-	if req.InitIndicator != nil || req.FinalIndicator != nil {
-		return nil, kmipserver.Errorf(kmip.ResultReasonFeatureNotSupported, "streaming Decrypt is not supported")
-	}
-	_, key, err := o.usable(ctx, id, kmip.CryptographicUsageDecrypt, stateActive, stateDeactivated)
-	if err != nil {
-		return nil, err
-	}
-	defer secmem.Wipe(key)
-	b, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, kerr(err)
-	}
-	defer block.WipeCipher(b)
+	defer done()
 	iv := req.IVCounterNonce
 	failed := kmipserver.Errorf(kmip.ResultReasonCryptographicFailure, "the data does not decrypt under this key")
 	switch mode {
