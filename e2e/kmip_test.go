@@ -244,6 +244,8 @@ func TestKMIPWithPyKMIP(t *testing.T) {
 	// Disable the root key: within the poll interval (1 s) + 1 s, Get
 	// fails naming the lock and State is no longer Active.
 	k.Do(t, "disable", func(ctx context.Context, kc *kp.Client) error { return kc.DisableKey(ctx, root) })
+	// Every PyKMIP call that starts later than that must see the lock;
+	// one that starts earlier may.
 	disabled := time.Now()
 	for {
 		start := time.Since(disabled)
@@ -252,15 +254,11 @@ func TestKMIPWithPyKMIP(t *testing.T) {
 			if !strings.Contains(r[0].Message, "locked") {
 				t.Fatalf("Get while locked: %+v, want the lock named", r[0])
 			}
-			// The call that saw the lock started within the bound.
-			if start > 2*time.Second {
-				t.Fatalf("PyKMIP saw the lock only in a call started %v after the disable, want within 2 s", start)
-			}
 			t.Logf("PyKMIP saw the lock in a call started %v after the disable (state %s, %q)", start.Round(time.Millisecond), r[1].str(t), r[0].Message)
 			break
 		}
-		if time.Since(disabled) > 10*time.Second {
-			t.Fatalf("still served 10 s after the disable: %+v", r)
+		if start > 2*time.Second {
+			t.Fatalf("a PyKMIP call started %v after the disable (poll interval 1 s) was still served: %+v", start, r)
 		}
 	}
 
