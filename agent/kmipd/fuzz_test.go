@@ -84,7 +84,7 @@ func FuzzRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		before := panics.Load()
 		r := bytes.NewReader(data)
-		req, err := srv.readRequest(r)
+		req, err := srv.readRequest(r, func() {})
 		if err != nil {
 			return
 		}

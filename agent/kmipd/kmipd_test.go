@@ -120,13 +120,19 @@ func newSealer(t testing.TB, dek []byte) seal.Sealer {
 // client "mongod".
 func start(t testing.TB) *env {
 	t.Helper()
+	return startWith(t, "mongod")
+}
+
+// startWith is start allowing the clients named.
+func startWith(t testing.TB, allowed ...string) *env {
+	t.Helper()
 	e := &env{dir: t.TempDir(), pki: testenv.NewPKI(t), logs: &syncBuffer{}, counts: &counts{}}
 	e.gate = &gate{st: lock.Status{State: lock.Unlocked, Fingerprint: "00112233aabbccdd"}}
 	dek := make([]byte, 32)
 	rand.Read(dek)
 	e.sealer = newSealer(t, dek)
 	cert, key := e.pki.Server(t, "127.0.0.1")
-	tlsCfg, err := LoadTLS(TLSFiles{CAFile: e.pki.CAFile, CertFile: cert, KeyFile: key, Allowed: []string{"mongod"}})
+	tlsCfg, err := LoadTLS(TLSFiles{CAFile: e.pki.CAFile, CertFile: cert, KeyFile: key, Allowed: allowed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,5 +588,172 @@ func TestTLSRecordBufferIsFound(t *testing.T) {
 	wipeTLSInput(srv)
 	if bytes.Contains(array(), secret) {
 		t.Fatal("the record buffer still holds the record after wipeTLSInput")
+	}
+}
+
+func (e *env) dialAs(t *testing.T, cn string) *kmipclient.Client {
+	t.Helper()
+	cert, key := e.pki.Client(t, cn)
+	c, err := kmipclient.Dial(e.addr, kmipclient.WithRootCAFile(e.pki.CAFile),
+		kmipclient.WithClientCertFiles(cert, key), kmipclient.WithKmipVersions(kmip.V1_4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Objects belong to the client that made them: another allowed client
+// neither finds, reads, revokes nor destroys them.
+func TestObjectsBelongToTheirClient(t *testing.T) {
+	e := startWith(t, "mongod", "pbm")
+	mongod, pbm := e.dial(t, kmip.V1_4), e.dialAs(t, "pbm")
+	key := make([]byte, 32)
+	rand.Read(key)
+	id := req[*payloads.RegisterResponsePayload](t, mongod, registerReq(bytes.Clone(key), "master")).UniqueIdentifier
+	for _, p := range []kmip.OperationPayload{
+		&payloads.GetRequestPayload{UniqueIdentifier: id},
+		&payloads.GetAttributesRequestPayload{UniqueIdentifier: id},
+		&payloads.GetAttributeListRequestPayload{UniqueIdentifier: id},
+		&payloads.ActivateRequestPayload{UniqueIdentifier: id},
+		&payloads.RevokeRequestPayload{UniqueIdentifier: id},
+		&payloads.DestroyRequestPayload{UniqueIdentifier: id},
+		&payloads.EncryptRequestPayload{UniqueIdentifier: id, Data: []byte("x")},
+	} {
+		if bi := fail(t, pbm, p); bi.ResultReason != kmip.ResultReasonItemNotFound {
+			t.Errorf("%s of another client's object: %s, want Item Not Found", ttlv.EnumStr(p.Operation()), ttlv.EnumStr(bi.ResultReason))
+		}
+	}
+	loc := req[*payloads.LocateResponsePayload](t, pbm, &payloads.LocateRequestPayload{})
+	if len(loc.UniqueIdentifier) != 0 {
+		t.Fatalf("another client's Locate found %v", loc.UniqueIdentifier)
+	}
+	if got := getKey(t, mongod, id); !bytes.Equal(got, key) {
+		t.Fatal("the owner lost its key")
+	}
+}
+
+// Register takes the Transparent Symmetric Key format too, and Get gives
+// either format back.
+func TestTransparentSymmetricKey(t *testing.T) {
+	e := start(t)
+	c := e.dial(t, kmip.V1_2)
+	key := make([]byte, 16)
+	rand.Read(key)
+	r := registerReq(bytes.Clone(key), "tsk")
+	kb := &r.Object.(*kmip.SymmetricKey).KeyBlock
+	kb.KeyFormatType = kmip.KeyFormatTypeTransparentSymmetricKey
+	kb.KeyValue.Plain.KeyMaterial = kmip.KeyMaterial{TransparentSymmetricKey: &kmip.TransparentSymmetricKey{Key: bytes.Clone(key)}}
+	id := req[*payloads.RegisterResponsePayload](t, c, r).UniqueIdentifier
+	if got := getKey(t, c, id); !bytes.Equal(got, key) {
+		t.Fatal("Get (Raw) of a key registered as Transparent Symmetric Key: another key")
+	}
+	g := req[*payloads.GetResponsePayload](t, c, &payloads.GetRequestPayload{UniqueIdentifier: id, KeyFormatType: kmip.KeyFormatTypeTransparentSymmetricKey})
+	m := g.Object.(*kmip.SymmetricKey).KeyBlock.KeyValue.Plain.KeyMaterial
+	if m.TransparentSymmetricKey == nil || !bytes.Equal(m.TransparentSymmetricKey.Key, key) {
+		t.Fatal("Get (Transparent Symmetric Key): another key")
+	}
+}
+
+// What one client can ask of byokd is bounded: items per batch, objects
+// kept, identifiers per Locate.
+func TestLimits(t *testing.T) {
+	e := start(t)
+	c := e.dial(t, kmip.V1_4)
+	items := make([]kmip.OperationPayload, MaxBatchItems+1)
+	for i := range items {
+		items[i] = &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations}}
+	}
+	res, err := c.Batch(context.Background(), items...)
+	if err == nil && (len(res) != 1 || res[0].ResultReason != kmip.ResultReasonInvalidMessage) {
+		t.Fatalf("a batch of %d items: %+v", len(items), res)
+	}
+	if _, err := c.Batch(context.Background(), items[:MaxBatchItems]...); err != nil {
+		// The client reconnects after the refusal; a batch at the limit goes.
+		t.Fatalf("a batch of %d items: %v", MaxBatchItems, err)
+	}
+
+	e.store.maxObjects = 3
+	prev := maxLocated
+	maxLocated = 2
+	t.Cleanup(func() { maxLocated = prev })
+	for range 3 {
+		req[*payloads.CreateResponsePayload](t, c, &payloads.CreateRequestPayload{ObjectType: kmip.ObjectTypeSymmetricKey})
+	}
+	if bi := fail(t, c, &payloads.CreateRequestPayload{ObjectType: kmip.ObjectTypeSymmetricKey}); !strings.Contains(bi.ResultMessage, "at most 3 KMIP objects") {
+		t.Fatalf("a Create over the limit: %q", bi.ResultMessage)
+	}
+	loc := req[*payloads.LocateResponsePayload](t, c, &payloads.LocateRequestPayload{})
+	if len(loc.UniqueIdentifier) != 2 || loc.LocatedItems == nil || *loc.LocatedItems != 3 {
+		t.Fatalf("Locate over the limit: %d ids, located %v", len(loc.UniqueIdentifier), loc.LocatedItems)
+	}
+}
+
+// Connections in their TLS handshake cannot keep the database out: when
+// MaxHandshakes idle connections hold the port, the oldest goes for a new
+// one, and the allowed client is served; the refusals are logged at most
+// refusalLogsPerSecond at a time and all counted.
+func TestIdleConnectionsDoNotLockTheClientOut(t *testing.T) {
+	e := start(t)
+	var idle []net.Conn
+	for range MaxHandshakes + MaxConns {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	c := e.dial(t, kmip.V1_4)
+	req[*payloads.QueryResponsePayload](t, c, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations}})
+	deadline := time.Now().Add(5 * time.Second)
+	for e.counts.get("refused tls") < MaxConns && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.counts.get("refused tls"); n < MaxConns {
+		t.Fatalf("%d evicted handshakes counted, want at least %d", n, MaxConns)
+	}
+	if n := strings.Count(e.logs.String(), `"msg":"kmip connection refused"`); n > refusalLogsPerSecond*2 {
+		t.Fatalf("%d refusals logged one by one, want at most %d a second", n, refusalLogsPerSecond)
+	}
+}
+
+// An Active object sealed under another data key than the one the node
+// serves (after accept-key or forget-key) is not Active to its client.
+func TestStateUnderAnotherDataKey(t *testing.T) {
+	e := start(t)
+	c := e.dial(t, kmip.V1_0)
+	id := req[*payloads.RegisterResponsePayload](t, c, registerReq(make([]byte, 32), "old")).UniqueIdentifier
+	req[*payloads.ActivateResponsePayload](t, c, &payloads.ActivateRequestPayload{UniqueIdentifier: id})
+	e.gate.mu.Lock()
+	e.gate.st.Fingerprint = "ffffeeeeddddcccc"
+	e.gate.mu.Unlock()
+	if got := state(t, c, id); got != kmip.StateDeactivated {
+		t.Fatalf("state under another data key = %s, want Deactivated", ttlv.EnumStr(got))
+	}
+	if bi := fail(t, c, &payloads.GetRequestPayload{UniqueIdentifier: id}); !strings.Contains(bi.ResultMessage, "internal error") && !strings.Contains(bi.ResultMessage, "sealed under") {
+		t.Fatalf("Get under another data key: %q", bi.ResultMessage)
+	}
+}
+
+// A temporary file a crashed writer left goes at the next open.
+func TestOpenRemovesTemporaryFiles(t *testing.T) {
+	e := start(t)
+	dir := filepath.Join(e.dir, "kmip")
+	stray := filepath.Join(dir, ".0f1e2d3c-aaaa-4bbb-8ccc-000000000001.json.tmp-0123abcd")
+	if err := os.WriteFile(stray, []byte("sealed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenStore(dir, "c1", e.sealer, e.gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Stat(stray); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the temporary file is still there: %v", err)
 	}
 }

@@ -79,8 +79,47 @@ func kerr(err error) error {
 		return kmipserver.Errorf(kmip.ResultReasonGeneralFailure, "%s", le.Error())
 	case errors.Is(err, block.ErrOpen):
 		return kmipserver.Errorf(kmip.ResultReasonCryptographicFailure, "the object's key material does not open under the node's key")
+	case errors.Is(err, ErrFull), errors.Is(err, ErrRetry):
+		return kmipserver.Errorf(kmip.ResultReasonGeneralFailure, "%v", err)
 	}
-	return kmipserver.Errorf(kmip.ResultReasonGeneralFailure, "%v", err)
+	// Paths and sealer errors are for byokd's log, not for clients.
+	return &internalError{err}
+}
+
+// internalError is a failure a client learns only the kind of; the server
+// logs the detail.
+type internalError struct{ err error }
+
+func (e *internalError) Error() string { return "byokd internal error (see its log)" }
+func (e *internalError) Unwrap() error { return e.err }
+
+// clientOf is the Common Name of the connection's client certificate.
+func clientOf(ctx context.Context) string {
+	c, _ := ctx.Value(ctxClient{}).(string)
+	return c
+}
+
+// lookup returns the object id names if the connection's client owns it;
+// another client's object does not exist for it.
+func (o *ops) lookup(ctx context.Context, id string) (*Object, error) {
+	ob, ok := o.store.Get(id)
+	if !ok || ob.Owner != clientOf(ctx) {
+		return nil, ErrNotFound
+	}
+	return ob, nil
+}
+
+// owned is idOf, then lookup.
+func (o *ops) owned(ctx context.Context, rawID string) (string, *Object, error) {
+	id, err := idOf(ctx, rawID)
+	if err != nil {
+		return "", nil, err
+	}
+	ob, err := o.lookup(ctx, id)
+	if err != nil {
+		return "", nil, kerr(err)
+	}
+	return id, ob, nil
 }
 
 func idOf(ctx context.Context, id string) (string, error) {
@@ -173,13 +212,13 @@ func checkAES(alg kmip.CryptographicAlgorithm, bits int32) error {
 	return nil
 }
 
-func (o *ops) newObject(a attrs) Object {
+func (o *ops) newObject(ctx context.Context, a attrs) Object {
 	mask := a.mask
 	if mask == 0 {
 		mask = kmip.CryptographicUsageEncrypt | kmip.CryptographicUsageDecrypt
 	}
 	now := o.today()
-	return Object{Algorithm: "AES", Length: a.length, UsageMask: int32(mask), Names: a.names,
+	return Object{Algorithm: "AES", Length: a.length, UsageMask: int32(mask), Names: a.names, Owner: clientOf(ctx),
 		State: statePreActive, Initial: now, LastChange: now}
 }
 
@@ -195,9 +234,15 @@ func (o *ops) register(ctx context.Context, req *payloads.RegisterRequestPayload
 	if kb.KeyFormatType != kmip.KeyFormatTypeRaw && kb.KeyFormatType != kmip.KeyFormatTypeTransparentSymmetricKey {
 		return nil, kmipserver.Errorf(kmip.ResultReasonKeyFormatTypeNotSupported, "byokd takes Raw or Transparent Symmetric Key formats")
 	}
-	material, err := kb.GetBytes()
-	if err != nil {
-		return nil, kmipserver.Errorf(kmip.ResultReasonInvalidField, "key material: %v", err)
+	var material []byte
+	switch km := kb.KeyValue.Plain.KeyMaterial; {
+	case kb.KeyFormatType == kmip.KeyFormatTypeRaw && km.Bytes != nil:
+		material = *km.Bytes
+	case kb.KeyFormatType == kmip.KeyFormatTypeTransparentSymmetricKey && km.TransparentSymmetricKey != nil:
+		material = km.TransparentSymmetricKey.Key
+	}
+	if len(material) == 0 {
+		return nil, kmipserver.Errorf(kmip.ResultReasonInvalidField, "no key material of the key format type")
 	}
 	a, err := parseTemplate(req.TemplateAttribute)
 	if err != nil {
@@ -218,8 +263,7 @@ func (o *ops) register(ctx context.Context, req *payloads.RegisterRequestPayload
 	if int(a.length) != len(material)*8 || (kb.CryptographicLength != 0 && kb.CryptographicLength != a.length) {
 		return nil, kmipserver.Errorf(kmip.ResultReasonInvalidField, "the key material is %d bits, the attributes say %d", len(material)*8, a.length)
 	}
-	obj, err := o.store.Add(ctx, o.newObject(a), material)
-	secmem.Wipe(material)
+	obj, err := o.store.Add(ctx, o.newObject(ctx, a), material)
 	if err != nil {
 		return nil, kerr(err)
 	}
@@ -249,7 +293,7 @@ func (o *ops) create(ctx context.Context, req *payloads.CreateRequestPayload) (*
 	if _, err := rand.Read(material); err != nil {
 		return nil, kerr(err)
 	}
-	obj, err := o.store.Add(ctx, o.newObject(a), material)
+	obj, err := o.store.Add(ctx, o.newObject(ctx, a), material)
 	if err != nil {
 		return nil, kerr(err)
 	}
@@ -262,7 +306,7 @@ func wrongState(op string, ob *Object) error {
 }
 
 func (o *ops) activate(ctx context.Context, req *payloads.ActivateRequestPayload) (*payloads.ActivateResponsePayload, error) {
-	id, err := idOf(ctx, req.UniqueIdentifier)
+	id, _, err := o.owned(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +325,7 @@ func (o *ops) activate(ctx context.Context, req *payloads.ActivateRequestPayload
 }
 
 func (o *ops) revoke(ctx context.Context, req *payloads.RevokeRequestPayload) (*payloads.RevokeResponsePayload, error) {
-	id, err := idOf(ctx, req.UniqueIdentifier)
+	id, _, err := o.owned(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +348,7 @@ func (o *ops) revoke(ctx context.Context, req *payloads.RevokeRequestPayload) (*
 }
 
 func (o *ops) destroy(ctx context.Context, req *payloads.DestroyRequestPayload) (*payloads.DestroyResponsePayload, error) {
-	id, err := idOf(ctx, req.UniqueIdentifier)
+	id, _, err := o.owned(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +365,7 @@ func (o *ops) destroy(ctx context.Context, req *payloads.DestroyRequestPayload) 
 }
 
 func (o *ops) get(ctx context.Context, req *payloads.GetRequestPayload) (*payloads.GetResponsePayload, error) {
-	id, err := idOf(ctx, req.UniqueIdentifier)
+	id, _, err := o.owned(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
 	}
@@ -359,12 +403,13 @@ func (o *ops) get(ctx context.Context, req *payloads.GetRequestPayload) (*payloa
 	}, nil
 }
 
-// effectiveState is the state a client sees: an Active object of a node
-// that serves no keys is Deactivated, so that a database that polls the
-// state stops.
+// effectiveState is the state a client sees: an Active object whose key
+// the node cannot serve now (the node is locked, or serves another data
+// key than the one the object is sealed under) is Deactivated, so that a
+// database that polls the state stops.
 func (o *ops) effectiveState(ob *Object) kmip.State {
 	st := stateEnum(ob.State)
-	if st == kmip.StateActive && !o.store.Serving() {
+	if st == kmip.StateActive && !o.store.Serving(ob) {
 		return kmip.StateDeactivated
 	}
 	return st
@@ -421,13 +466,9 @@ func (o *ops) attributes(ob *Object) []kmip.Attribute {
 }
 
 func (o *ops) getAttributes(ctx context.Context, req *payloads.GetAttributesRequestPayload) (*payloads.GetAttributesResponsePayload, error) {
-	id, err := idOf(ctx, req.UniqueIdentifier)
+	id, ob, err := o.owned(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
-	}
-	ob, ok := o.store.Get(id)
-	if !ok {
-		return nil, kerr(ErrNotFound)
 	}
 	all := o.attributes(ob)
 	if len(req.AttributeName) == 0 {
@@ -443,13 +484,9 @@ func (o *ops) getAttributes(ctx context.Context, req *payloads.GetAttributesRequ
 }
 
 func (o *ops) getAttributeList(ctx context.Context, req *payloads.GetAttributeListRequestPayload) (*payloads.GetAttributeListResponsePayload, error) {
-	id, err := idOf(ctx, req.UniqueIdentifier)
+	id, ob, err := o.owned(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
-	}
-	ob, ok := o.store.Get(id)
-	if !ok {
-		return nil, kerr(ErrNotFound)
 	}
 	resp := &payloads.GetAttributeListResponsePayload{UniqueIdentifier: id}
 	for _, a := range o.attributes(ob) {
@@ -486,12 +523,23 @@ func (o *ops) matches(ob *Object, a kmip.Attribute) bool {
 	return false
 }
 
-func (o *ops) locate(_ context.Context, req *payloads.LocateRequestPayload) (*payloads.LocateResponsePayload, error) {
+// MaxLocated bounds the identifiers one Locate returns.
+const MaxLocated = 256
+
+// maxLocated is MaxLocated; tests lower it.
+var maxLocated = MaxLocated
+
+func (o *ops) locate(ctx context.Context, req *payloads.LocateRequestPayload) (*payloads.LocateResponsePayload, error) {
 	resp := &payloads.LocateResponsePayload{}
 	skip := int(req.OffsetItems)
+	limit := int32(maxLocated)
+	if req.MaximumItems > 0 && req.MaximumItems < limit {
+		limit = req.MaximumItems
+	}
+	client := clientOf(ctx)
 	var found int32
 	for _, ob := range o.store.List() {
-		if !allMatch(o, ob, req.Attribute) {
+		if ob.Owner != client || !allMatch(o, ob, req.Attribute) {
 			continue
 		}
 		found++
@@ -499,7 +547,7 @@ func (o *ops) locate(_ context.Context, req *payloads.LocateRequestPayload) (*pa
 			skip--
 			continue
 		}
-		if req.MaximumItems > 0 && int32(len(resp.UniqueIdentifier)) >= req.MaximumItems {
+		if int32(len(resp.UniqueIdentifier)) >= limit {
 			continue
 		}
 		resp.UniqueIdentifier = append(resp.UniqueIdentifier, ob.ID)
@@ -544,9 +592,9 @@ func cryptParams(p *kmip.CryptographicParameters) (kmip.BlockCipherMode, error) 
 // usable loads an object's material for Encrypt or Decrypt: the object
 // must be Active (Decrypt also takes Deactivated) and allow the usage.
 func (o *ops) usable(ctx context.Context, id string, usage kmip.CryptographicUsageMask, states ...string) (*Object, []byte, error) {
-	ob, ok := o.store.Get(id)
-	if !ok {
-		return nil, nil, kerr(ErrNotFound)
+	ob, err := o.lookup(ctx, id)
+	if err != nil {
+		return nil, nil, kerr(err)
 	}
 	if !slices.Contains(states, ob.State) {
 		return nil, nil, wrongState("the operation", ob)
@@ -641,7 +689,8 @@ func (o *ops) encrypt(ctx context.Context, req *payloads.EncryptRequestPayload) 
 			return nil, kmipserver.Errorf(kmip.ResultReasonInvalidField, "CBC: IV of 16 bytes")
 		}
 		pad := aes.BlockSize - len(req.Data)%aes.BlockSize
-		buf := append(slices.Clone(req.Data), make([]byte, pad)...)
+		buf := make([]byte, len(req.Data)+pad) // exact: no copy of the plaintext left behind by a growth
+		copy(buf, req.Data)
 		for i := len(req.Data); i < len(buf); i++ {
 			buf[i] = byte(pad)
 		}
@@ -674,7 +723,8 @@ func (o *ops) decrypt(ctx context.Context, req *payloads.DecryptRequestPayload) 
 		defer block.WipeCipher(g)
 		ct := req.Data
 		if len(req.AuthenticatedEncryptionTag) > 0 {
-			ct = append(slices.Clone(req.Data), req.AuthenticatedEncryptionTag...)
+			ct = make([]byte, 0, len(req.Data)+len(req.AuthenticatedEncryptionTag))
+			ct = append(append(ct, req.Data...), req.AuthenticatedEncryptionTag...)
 		}
 		pt, err := g.Open(nil, iv, ct, req.AuthenticatedEncryptionAdditionalData)
 		if err != nil {
@@ -690,13 +740,13 @@ func (o *ops) decrypt(ctx context.Context, req *payloads.DecryptRequestPayload) 
 		m.CryptBlocks(buf, buf)
 		block.WipeCipher(m)
 		pad := int(buf[len(buf)-1])
-		if pad == 0 || pad > aes.BlockSize {
-			return nil, failed
+		bad := pad == 0 || pad > aes.BlockSize
+		for i := 0; !bad && i < pad; i++ {
+			bad = int(buf[len(buf)-1-i]) != pad
 		}
-		for _, c := range buf[len(buf)-pad:] {
-			if int(c) != pad {
-				return nil, failed
-			}
+		if bad {
+			secmem.Wipe(buf)
+			return nil, failed
 		}
 		return &payloads.DecryptResponsePayload{UniqueIdentifier: id, Data: buf[:len(buf)-pad], CorrelationValue: req.CorrelationValue}, nil
 	}

@@ -42,11 +42,21 @@ import (
 const (
 	// MaxMessage bounds a request message (TTLV header included).
 	MaxMessage = 1 << 20
-	// MaxConns bounds the connections served at once; more are closed
-	// at accept.
+	// MaxConns bounds the authenticated connections served at once; more
+	// are refused after their handshake.
 	MaxConns = 64
+	// MaxHandshakes bounds the connections in their TLS handshake, which
+	// anyone who reaches the port can open: when all are taken, the
+	// oldest is closed for the new one, so that idle connections cannot
+	// keep the database out.
+	MaxHandshakes = 128
 	// HandshakeTimeout bounds the TLS handshake.
-	HandshakeTimeout = 10 * time.Second
+	HandshakeTimeout = 5 * time.Second
+	// MaxBatchItems bounds the operations of one request.
+	MaxBatchItems = 16
+	// MaxResponse bounds a response message; a larger one is replaced by
+	// Response Too Large.
+	MaxResponse = 1 << 20
 	// IdleTimeout closes a connection that sends no request for so long.
 	IdleTimeout = 2 * time.Minute
 	// IOTimeout bounds reading the rest of a request once it started,
@@ -153,10 +163,16 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{} // guarded by mu
-	lns   []net.Listener        // guarded by mu
-	done  bool                  // guarded by mu
+	mu          sync.Mutex
+	conns       map[net.Conn]struct{}  // guarded by mu
+	handshaking map[net.Conn]time.Time // guarded by mu
+	lns         []net.Listener         // guarded by mu
+	done        bool                   // guarded by mu
+
+	logMu      sync.Mutex
+	logWindow  time.Time // guarded by logMu
+	logged     int       // guarded by logMu
+	suppressed int       // guarded by logMu
 }
 
 // NewServer makes a server; Serve runs it.
@@ -173,7 +189,7 @@ func NewServer(cfg Config) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, log: log, sem: make(chan struct{}, MaxConns), ctx: ctx, cancel: cancel,
-		conns: map[net.Conn]struct{}{}}
+		conns: map[net.Conn]struct{}{}, handshaking: map[net.Conn]time.Time{}}
 	s.exec = newExecutor(&ops{store: cfg.Store, now: cfg.Now})
 	s.exec.BatchItemUse(s.logItem)
 	return s
@@ -211,22 +227,16 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.refuse("too-many", c.RemoteAddr().String(), fmt.Sprintf("%d connections already open", MaxConns))
-			c.Close()
-			continue
-		}
 		if !s.track(c) {
 			c.Close()
-			<-s.sem
 			return nil
 		}
+		// In accept order, so that the connections evicted for room are
+		// the ones that waited longest.
+		s.handshakeStarts(c)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-s.sem }()
 			defer s.untrack(c)
 			s.serveConn(c)
 		}()
@@ -247,7 +257,39 @@ func (s *Server) untrack(c net.Conn) {
 	c.Close()
 	s.mu.Lock()
 	delete(s.conns, c)
+	delete(s.handshaking, c)
 	s.mu.Unlock()
+}
+
+// handshakeStarts makes room for c's handshake, closing the oldest one in
+// progress when MaxHandshakes are. The accept loop calls it.
+func (s *Server) handshakeStarts(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.handshaking) >= MaxHandshakes {
+		var oldest net.Conn
+		var at time.Time
+		for o, t := range s.handshaking {
+			if oldest == nil || t.Before(at) {
+				oldest, at = o, t
+			}
+		}
+		delete(s.handshaking, oldest)
+		oldest.Close()
+	}
+	s.handshaking[c] = time.Now()
+}
+
+func (s *Server) handshakeEnds(c net.Conn) {
+	s.mu.Lock()
+	delete(s.handshaking, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) stopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
 }
 
 // Shutdown stops accepting, lets requests in flight finish until ctx ends,
@@ -281,16 +323,39 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 type ctxClient struct{}
 
+// refusalLogsPerSecond bounds the refusals logged one by one; the
+// metric counts them all.
+const refusalLogsPerSecond = 10
+
 func (s *Server) refuse(kind, remote, why string) {
 	s.cfg.Metrics.KMIPRefused(kind)
-	audit.Warn(s.log, "kmip connection refused", audit.KMIPRefuse, audit.Remote(remote), audit.Reason(why))
+	s.logMu.Lock()
+	now := s.cfg.Now()
+	if now.Sub(s.logWindow) >= time.Second {
+		if s.suppressed > 0 {
+			audit.Warn(s.log, "kmip connections refused and not logged one by one", audit.KMIPRefuse,
+				audit.Reason(fmt.Sprintf("%d more refusals in the last second; byokd_kmip_connections_refused_total counts them", s.suppressed)))
+		}
+		s.logWindow, s.logged, s.suppressed = now, 0, 0
+	}
+	s.logged++
+	quiet := s.logged > refusalLogsPerSecond
+	if quiet {
+		s.suppressed++
+	}
+	s.logMu.Unlock()
+	if !quiet {
+		audit.Warn(s.log, "kmip connection refused", audit.KMIPRefuse, audit.Remote(remote), audit.Reason(why))
+	}
 }
 
 func (s *Server) serveConn(raw net.Conn) {
 	remote := raw.RemoteAddr().String()
 	_ = raw.SetDeadline(time.Now().Add(HandshakeTimeout))
 	tc := tls.Server(raw, s.cfg.TLS)
-	if err := tc.HandshakeContext(s.ctx); err != nil {
+	err := tc.HandshakeContext(s.ctx)
+	s.handshakeEnds(raw)
+	if err != nil {
 		kind := "tls"
 		if strings.Contains(err.Error(), notAllowed) {
 			kind = "client-not-allowed"
@@ -302,18 +367,26 @@ func (s *Server) serveConn(raw net.Conn) {
 	// connection is done.
 	defer wipeTLSInput(tc)
 	client := tc.ConnectionState().PeerCertificates[0].Subject.CommonName
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	default:
+		s.refuse("too-many", remote, fmt.Sprintf("%s: %d connections already served", client, MaxConns))
+		return
+	}
 	ctx := context.WithValue(s.ctx, ctxClient{}, client)
 	s.log.Debug("kmip connection", "remote", remote, "client", client)
-	for {
+	enc := ttlv.NewTTLVEncoder()
+	for !s.stopping() {
 		_ = tc.SetDeadline(time.Now().Add(IdleTimeout))
-		req, err := s.readRequest(tc)
+		req, err := s.readRequest(tc, func() { _ = tc.SetDeadline(time.Now().Add(IOTimeout)) })
 		if err != nil {
 			var me *malformedError
 			switch {
 			case errors.As(err, &me):
 				s.refuse("malformed", remote, "malformed request from "+client+": "+me.Error())
 				_ = tc.SetDeadline(time.Now().Add(IOTimeout))
-				s.write(tc, errorResponse(me.Error()))
+				s.write(tc, &enc, errorResponse(kmip.ResultReasonInvalidMessage, me.Error()))
 			case errors.Is(err, io.EOF):
 			default:
 				s.log.Debug("kmip connection closed", "remote", remote, "client", client, "err", err)
@@ -326,7 +399,7 @@ func (s *Server) serveConn(raw net.Conn) {
 		resp := s.exec.HandleRequest(ctx, req)
 		wipeRequest(req)
 		_ = tc.SetDeadline(time.Now().Add(IOTimeout))
-		err = s.write(tc, resp)
+		err = s.write(tc, &enc, resp)
 		wipeResponse(resp)
 		if err != nil {
 			s.log.Debug("kmip write", "remote", remote, "client", client, "err", err)
@@ -347,11 +420,13 @@ const ttlvStructure = 0x01
 // Request Message, type Structure, length), then its body, decoded and
 // then wiped. A header that is not a request message's fails at once,
 // without reading further.
-func (s *Server) readRequest(r io.Reader) (*kmip.RequestMessage, error) {
+func (s *Server) readRequest(r io.Reader, onHeader func()) (*kmip.RequestMessage, error) {
 	var hdr [8]byte
 	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
 		return nil, err
 	}
+	// The request started: the rest of it has IOTimeout.
+	onHeader()
 	if _, err := io.ReadFull(r, hdr[1:]); err != nil {
 		return nil, unexpected(err)
 	}
@@ -396,6 +471,9 @@ func Decode(buf []byte) (req *kmip.RequestMessage, err error) {
 	if len(m.BatchItem) == 0 {
 		return nil, &malformedError{"no batch item"}
 	}
+	if len(m.BatchItem) > MaxBatchItems {
+		return nil, &malformedError{fmt.Sprintf("%d batch items: byokd takes at most %d", len(m.BatchItem), MaxBatchItems)}
+	}
 	return &m, nil
 }
 
@@ -414,23 +492,74 @@ func shortErr(err error) string {
 	return msg
 }
 
-// errorResponse answers a request that could not be read.
-func errorResponse(msg string) *kmip.ResponseMessage {
+// errorResponse answers a request that could not be read or answered.
+func errorResponse(reason kmip.ResultReason, msg string) *kmip.ResponseMessage {
 	return &kmip.ResponseMessage{
 		Header: kmip.ResponseHeader{ProtocolVersion: kmip.V1_0, TimeStamp: time.Now().Truncate(time.Second), BatchCount: 1},
 		BatchItem: []kmip.ResponseBatchItem{{
 			ResultStatus:  kmip.ResultStatusOperationFailed,
-			ResultReason:  kmip.ResultReasonInvalidMessage,
+			ResultReason:  reason,
 			ResultMessage: msg,
 		}},
 	}
 }
 
-func (s *Server) write(w io.Writer, resp *kmip.ResponseMessage) error {
-	b := ttlv.MarshalTTLV(resp)
+// write encodes resp with the connection's encoder and sends it, then
+// wipes the encoding. The encoder's buffer grows by copying, which would
+// leave copies of key material in memory nobody wipes: so resp is first
+// encoded with its secrets swapped for zeros of the same length, which
+// grows the buffer to the exact size, and then, into the same buffer,
+// with them.
+func (s *Server) write(w io.Writer, enc *ttlv.Encoder, resp *kmip.ResponseMessage) error {
+	secrets := responseSecrets(resp)
+	saved := make([][]byte, len(secrets))
+	for i, p := range secrets {
+		saved[i], *p = *p, make([]byte, len(*p))
+	}
+	enc.Clear()
+	enc.Any(resp)
+	for i, p := range secrets {
+		*p = saved[i]
+	}
+	size := len(enc.Bytes())
+	if size > MaxResponse {
+		secmem.Wipe(enc.Bytes())
+		resp = errorResponse(kmip.ResultReasonResponseTooLarge, fmt.Sprintf("the response is %d bytes, over byokd's %d", size, MaxResponse))
+	}
+	enc.Clear()
+	enc.Any(resp)
+	b := enc.Bytes()
 	_, err := w.Write(b)
 	secmem.Wipe(b)
 	return err
+}
+
+// responseSecrets points at the key material and plaintext a response
+// carries.
+func responseSecrets(resp *kmip.ResponseMessage) []*[]byte {
+	var out []*[]byte
+	for _, bi := range resp.BatchItem {
+		switch p := bi.ResponsePayload.(type) {
+		case *payloads.GetResponsePayload:
+			if p == nil {
+				continue
+			}
+			if k, ok := p.Object.(*kmip.SymmetricKey); ok && k != nil && k.KeyBlock.KeyValue != nil && k.KeyBlock.KeyValue.Plain != nil {
+				km := &k.KeyBlock.KeyValue.Plain.KeyMaterial
+				if km.Bytes != nil {
+					out = append(out, km.Bytes)
+				}
+				if km.TransparentSymmetricKey != nil {
+					out = append(out, &km.TransparentSymmetricKey.Key)
+				}
+			}
+		case *payloads.DecryptResponsePayload:
+			if p != nil {
+				out = append(out, &p.Data)
+			}
+		}
+	}
+	return out
 }
 
 // wipeRequest wipes key material and data a request carried.
@@ -504,13 +633,23 @@ func (s *Server) logItem(next kmipserver.BatchItemNext, ctx context.Context, bi 
 	} else if resp != nil && resp.ResultStatus != kmip.ResultStatusSuccess {
 		result = resp.ResultMessage
 	}
+	// The placeholder is the object this batch made last; a Register or
+	// Create that failed made none (the library clears the placeholder
+	// only after this returns).
 	id := kmipserver.IdPlaceholder(ctx)
+	if result != "ok" && (bi.Operation == kmip.OperationRegister || bi.Operation == kmip.OperationCreate) {
+		id = ""
+	}
 	reason := "ok"
 	if err != nil {
 		reason = "GeneralFailure"
 		var ke kmipserver.Error
 		if errors.As(err, &ke) {
 			reason = ttlv.EnumStr(ke.Reason)
+		}
+		var ie *internalError
+		if errors.As(err, &ie) {
+			s.log.Error("kmip "+ttlv.EnumStr(bi.Operation)+" failed", "client", client, "object_id", requestID(bi, id), "err", ie.err)
 		}
 	} else if resp != nil && resp.ResultStatus != kmip.ResultStatusSuccess {
 		reason = ttlv.EnumStr(resp.ResultReason)
@@ -530,8 +669,17 @@ func (s *Server) logItem(next kmipserver.BatchItemNext, ctx context.Context, bi 
 	return resp, err
 }
 
-// requestID is the object a batch item names, or the one the batch made.
+// requestID is the object a batch item names, or the one the batch made,
+// cut to 64 bytes: a client picks what it sends.
 func requestID(bi *kmip.RequestBatchItem, placeholder string) string {
+	id := namedID(bi, placeholder)
+	if len(id) > 64 {
+		id = id[:64] + "..."
+	}
+	return id
+}
+
+func namedID(bi *kmip.RequestBatchItem, placeholder string) string {
 	switch p := bi.RequestPayload.(type) {
 	case *payloads.ActivateRequestPayload:
 		if p.UniqueIdentifier != "" {

@@ -58,6 +58,9 @@ type Object struct {
 	Length       int32      `json:"length"`    // bits
 	UsageMask    int32      `json:"usage_mask"`
 	Names        []string   `json:"names,omitempty"`
+	// Owner is the Common Name of the client that registered or created
+	// the object; only that client sees it.
+	Owner        string     `json:"owner"`
 	State        string     `json:"state"`
 	Initial      time.Time  `json:"initial_date"`
 	Activation   *time.Time `json:"activation_date,omitempty"`
@@ -97,6 +100,17 @@ var ErrNotFound = errors.New("no such object")
 // sealAAD binds sealed material to its purpose.
 var sealAAD = []byte("byokd kmip object material v1")
 
+// MaxObjects bounds the objects a node keeps: a database needs a handful
+// (one master key, and one more per rotation).
+const MaxObjects = 4096
+
+// ErrFull: the store holds as many objects as it keeps.
+var ErrFull = errors.New("the KMIP store is full")
+
+// ErrRetry: the sealed key is being sealed again (ErrReseal); the call may
+// be retried.
+var ErrRetry = errors.New("the node's key is being sealed again; retry")
+
 // Store keeps the KMIP objects of one node in a folder of its state
 // directory, one file per object, each written atomically with mode 0600.
 type Store struct {
@@ -106,6 +120,12 @@ type Store struct {
 	keys    Deriver
 	gate    Gate
 	now     func() time.Time
+	// Reseal asks the key manager to seal the DEK again after the
+	// sealer said ErrReseal; nil does nothing.
+	Reseal func()
+
+	// maxObjects is MaxObjects; tests lower it.
+	maxObjects int
 
 	mu   sync.Mutex
 	objs map[string]*Object // guarded by mu
@@ -125,7 +145,7 @@ func OpenStore(path, clusterID string, keys Deriver, gate Gate) (*Store, error) 
 		return nil, fmt.Errorf("kmip store: %w", err)
 	}
 	s := &Store{path: path, dir: atomicfile.NewDir(f), cluster: clusterID, keys: keys, gate: gate,
-		now: time.Now, objs: map[string]*Object{}}
+		now: time.Now, objs: map[string]*Object{}, maxObjects: MaxObjects}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		f.Close()
@@ -144,7 +164,13 @@ func OpenStore(path, clusterID string, keys Deriver, gate Gate) (*Store, error) 
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, ".") {
-			continue // a writer's temporary file
+			// A writer's temporary file, left by a crash: byokd is the
+			// folder's only writer, so every one of them goes, whether
+			// its object was stored or not.
+			if base, _, ok := strings.Cut(name[1:], ".tmp-"); ok {
+				names = append(names, base)
+			}
+			continue
 		}
 		if !strings.HasSuffix(name, fileSuffix) || !e.Type().IsRegular() {
 			f.Close()
@@ -231,8 +257,16 @@ func (s *Store) serving() (lock.Status, error) {
 	return st, nil
 }
 
-// Serving reports whether key material can be had now.
-func (s *Store) Serving() bool { return s.gate.Status().State.Serving() }
+// Serving reports whether the object's key material can be had now: the
+// node serves keys, and the key the object is sealed under.
+func (s *Store) Serving(o *Object) bool {
+	st := s.gate.Status()
+	return st.State.Serving() && st.Fingerprint == o.DEK
+}
+
+func (s *Store) errFull() error {
+	return fmt.Errorf("byokd keeps at most %d KMIP objects; destroy some first (%w)", s.maxObjects, ErrFull)
+}
 
 // withKey derives the object's wrapping key and runs fn with it while the
 // node serves the key named dek, then wipes it.
@@ -251,6 +285,12 @@ func (s *Store) withKey(ctx context.Context, id, dek string, fn func(key []byte)
 	var k [datakey.Size]byte
 	defer secmem.Wipe(k[:])
 	if err := s.keys.Derive(ctx, info, k[:]); err != nil {
+		if errors.Is(err, seal.ErrReseal) {
+			if s.Reseal != nil {
+				s.Reseal()
+			}
+			return ErrRetry
+		}
 		if errors.Is(err, seal.ErrWiped) {
 			_, lerr := s.serving()
 			if lerr != nil {
@@ -270,6 +310,12 @@ func (s *Store) withKey(ctx context.Context, id, dek string, fn func(key []byte)
 // gives its attributes (its ID, DEK and Sealed are set here). It returns the
 // stored object. material is left to the caller to wipe.
 func (s *Store) Add(ctx context.Context, o Object, material []byte) (*Object, error) {
+	s.mu.Lock()
+	full := len(s.objs) >= s.maxObjects
+	s.mu.Unlock()
+	if full {
+		return nil, s.errFull()
+	}
 	id, err := newID()
 	if err != nil {
 		return nil, err
@@ -287,6 +333,9 @@ func (s *Store) Add(ctx context.Context, o Object, material []byte) (*Object, er
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.objs) >= s.maxObjects {
+		return nil, s.errFull()
+	}
 	if err := s.writeMuHeld(&o, true); err != nil {
 		return nil, err
 	}

@@ -203,6 +203,7 @@ func (n *Node) newKMIP(log *slog.Logger) error {
 		return err
 	}
 	n.closers = append(n.closers, func() { store.Close() })
+	store.Reseal = n.Manager.Reseal
 	if n.kmipLn, err = net.Listen("tcp", k.Listen); err != nil {
 		return fmt.Errorf("kmip listener: %w", err)
 	}
