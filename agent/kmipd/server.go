@@ -234,7 +234,6 @@ func (s *Server) Serve(ln net.Listener) error {
 		// In accept order, so that the connections evicted for room are
 		// the ones that waited longest.
 		s.handshakeStarts(c)
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(c)
@@ -243,6 +242,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// track records c and counts it in wg, under mu, so that no Add races
+// Shutdown's Wait: once done is set, nothing is added.
 func (s *Server) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -250,6 +251,7 @@ func (s *Server) track(c net.Conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.wg.Add(1)
 	return true
 }
 
