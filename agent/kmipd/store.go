@@ -52,12 +52,12 @@ const recordVersion = 1
 // Object is what byokd keeps about one managed object, in its file under
 // the store's folder: attributes in the clear, key material sealed.
 type Object struct {
-	Version      int        `json:"version"`
-	ID           string     `json:"id"`
-	Algorithm    string     `json:"algorithm"` // "AES"
-	Length       int32      `json:"length"`    // bits
-	UsageMask    int32      `json:"usage_mask"`
-	Names        []string   `json:"names,omitempty"`
+	Version   int      `json:"version"`
+	ID        string   `json:"id"`
+	Algorithm string   `json:"algorithm"` // "AES"
+	Length    int32    `json:"length"`    // bits
+	UsageMask int32    `json:"usage_mask"`
+	Names     []string `json:"names,omitempty"`
 	// Owner is the Common Name of the client that registered or created
 	// the object; only that client sees it.
 	Owner        string     `json:"owner"`
