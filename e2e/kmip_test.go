@@ -347,6 +347,18 @@ func TestKMIPRefusals(t *testing.T) {
 	// Still serving the allowed client.
 	py.ok(t, "create", "after-refusals", "state", "@")
 
+	// byokctl check-config loads the KMIP files as byokd does.
+	ctl := filepath.Join(testenv.Binaries(t), "byokctl")
+	if out, err := exec.Command(ctl, "check-config", b.Config).CombinedOutput(); err != nil || !strings.Contains(string(out), ": ok") {
+		t.Fatalf("check-config with [kmip]: %v\n%s", err, out)
+	}
+	if err := os.Chmod(filepath.Join(kdir, "server.key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(ctl, "check-config", b.Config).CombinedOutput(); err == nil || !strings.Contains(string(out), "server.key has mode 0644") {
+		t.Fatalf("check-config with a server key others read: %v\n%s", err, out)
+	}
+
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		logs := b.Logs()

@@ -16,14 +16,12 @@ package kmipd
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +33,7 @@ import (
 	"github.com/ovh/kmip-go/ttlv"
 
 	"github.com/byokd/byokd/agent/audit"
+	"github.com/byokd/byokd/agent/kmiptls"
 	"github.com/byokd/byokd/crypto/secmem"
 )
 
@@ -63,70 +62,6 @@ const (
 	// and writing a response.
 	IOTimeout = 30 * time.Second
 )
-
-// TLSFiles are the PEM files and allow-list of [kmip].
-type TLSFiles struct {
-	CAFile, CertFile, KeyFile string
-	// Allowed are the client certificates' Subject Common Names that
-	// may connect.
-	Allowed []string
-}
-
-// LoadTLS builds the server's TLS configuration: TLS 1.2 or newer, a
-// client certificate signed by the CA in CAFile required, and its Common
-// Name on the allow-list.
-func LoadTLS(f TLSFiles) (*tls.Config, error) {
-	if len(f.Allowed) == 0 {
-		return nil, errors.New("kmip: no allowed clients")
-	}
-	if err := checkKeyFile(f.KeyFile); err != nil {
-		return nil, err
-	}
-	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("kmip: server certificate: %w", err)
-	}
-	caPEM, err := os.ReadFile(f.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("kmip: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("kmip: %s holds no PEM certificate", f.CAFile)
-	}
-	allowed := slices.Clone(f.Allowed)
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("no client certificate")
-			}
-			cn := cs.PeerCertificates[0].Subject.CommonName
-			if !slices.Contains(allowed, cn) {
-				return fmt.Errorf("client certificate %q %s", cn, notAllowed)
-			}
-			return nil
-		},
-	}, nil
-}
-
-// notAllowed ends the handshake error of a client not on the allow-list.
-const notAllowed = "is not on kmip.allowed_clients"
-
-// checkKeyFile refuses a private key file others can read.
-func checkKeyFile(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("kmip: %w", err)
-	}
-	if fi.Mode().Perm()&0o007 != 0 {
-		return fmt.Errorf("kmip: %s has mode %#o: others may read the server's private key; want 0600 or 0640", path, fi.Mode().Perm())
-	}
-	return nil
-}
 
 // Metrics counts what the server does; agent/metrics does.
 type Metrics interface {
@@ -359,7 +294,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	s.handshakeEnds(raw)
 	if err != nil {
 		kind := "tls"
-		if strings.Contains(err.Error(), notAllowed) {
+		if strings.Contains(err.Error(), kmiptls.NotAllowed) {
 			kind = "client-not-allowed"
 		}
 		s.refuse(kind, remote, "TLS handshake: "+err.Error())
@@ -388,7 +323,9 @@ func (s *Server) serveConn(raw net.Conn) {
 			case errors.As(err, &me):
 				s.refuse("malformed", remote, "malformed request from "+client+": "+me.Error())
 				_ = tc.SetDeadline(time.Now().Add(IOTimeout))
-				s.write(tc, &enc, errorResponse(kmip.ResultReasonInvalidMessage, me.Error()))
+				if s.write(tc, &enc, errorResponse(kmip.ResultReasonInvalidMessage, me.Error())) == nil {
+					lingerClose(tc)
+				}
 			case errors.Is(err, io.EOF):
 			default:
 				s.log.Debug("kmip connection closed", "remote", remote, "client", client, "err", err)
@@ -408,6 +345,17 @@ func (s *Server) serveConn(raw net.Conn) {
 			return
 		}
 	}
+}
+
+// lingerClose ends a connection whose client may still be sending (the
+// rest of a malformed message): closing with unread input would reset the
+// connection, and the client could lose the answer just written. So byokd
+// says it is done writing and reads what comes, for a second and 1 MiB at
+// most, before the caller closes.
+func lingerClose(tc *tls.Conn) {
+	_ = tc.CloseWrite()
+	_ = tc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(tc, MaxMessage))
 }
 
 // malformedError is a request that is not a KMIP request message.

@@ -23,6 +23,7 @@ import (
 	"github.com/byokd/byokd/agent/keymgr"
 	"github.com/byokd/byokd/agent/keyprotect"
 	"github.com/byokd/byokd/agent/kmipd"
+	"github.com/byokd/byokd/agent/kmiptls"
 	"github.com/byokd/byokd/agent/lock"
 	"github.com/byokd/byokd/agent/metrics"
 	"github.com/byokd/byokd/agent/notify"
@@ -194,7 +195,7 @@ func KMIPDir(stateDir string) string { return filepath.Join(stateDir, "kmip") }
 // newKMIP opens the KMIP store and listener of [kmip].
 func (n *Node) newKMIP(log *slog.Logger) error {
 	k := n.cfg.KMIP
-	tlsCfg, err := kmipd.LoadTLS(kmipd.TLSFiles{CAFile: k.CAFile, CertFile: k.CertFile, KeyFile: k.KeyFile, Allowed: k.AllowedClients})
+	tlsCfg, err := kmiptls.Load(kmiptls.Files{CAFile: k.CAFile, CertFile: k.CertFile, KeyFile: k.KeyFile, Allowed: k.AllowedClients})
 	if err != nil {
 		return err
 	}

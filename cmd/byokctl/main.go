@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/byokd/byokd/agent/config"
+	"github.com/byokd/byokd/agent/kmiptls"
 	"github.com/byokd/byokd/client/keyprovider"
 	pb "github.com/byokd/byokd/proto/byokd/keyprovider/v1"
 	"github.com/byokd/byokd/version"
@@ -443,6 +444,16 @@ func checkConfig(cluster string, args []string, w io.Writer) error {
 		}
 		if want := clusterStateDir(cluster); cfg.State.Dir != want {
 			return &exitError{code: 1, msg: fmt.Sprintf("%s: state.dir is %s; byokd@%s keeps its state in %s (byokd@.service)", path, cfg.State.Dir, cluster, want)}
+		}
+	}
+	if cfg.KMIP.Enabled {
+		if cluster != "" {
+			return &exitError{code: 1, msg: fmt.Sprintf("%s: [kmip] is on, but byokd@%s cannot serve KMIP (its dynamic user cannot read a server key owned by byokd): serve it from byokd.service", path, cluster)}
+		}
+		// The files as byokd loads them at start.
+		if _, err := kmiptls.Load(kmiptls.Files{CAFile: cfg.KMIP.CAFile, CertFile: cfg.KMIP.CertFile,
+			KeyFile: cfg.KMIP.KeyFile, Allowed: cfg.KMIP.AllowedClients}); err != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("%s: %v", path, err)}
 		}
 	}
 	if underUnit && cfg.KeyProtect.APIKeyFile == filepath.Join(credDir, credentialName) {
