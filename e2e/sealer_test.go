@@ -33,7 +33,7 @@ func TestSealerBackendChoice(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "config.toml")
 		testenv.WriteConfig(t, path, &cfg)
 		cmd := exec.Command(filepath.Join(testenv.Binaries(t), "byokd"), "--config", path)
-		var buf syncBuffer
+		var buf testenv.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &buf, &buf
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -49,7 +49,7 @@ func TestHungTPMFailsTheWipeTruthfullyAndNeverBlocksStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cfg.Socket.AllowedUIDs = []int{0}
 	n, err := node.New(cfg, node.Deps{APIKey: testenv.APIKey, Sealer: sealer, Listener: l,
 		Log: slog.New(slog.NewJSONHandler(logs, nil))})

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -156,25 +155,7 @@ type holder struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
-	log *syncBuffer
-}
-
-// syncBuffer collects a process's stderr while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	log *testenv.SyncBuffer
 }
 
 func hold(t *testing.T, w *wtEnv, mode, table string) *holder {
@@ -188,7 +169,7 @@ func startHolder(t *testing.T, cmd *exec.Cmd) *holder {
 	t.Helper()
 	in, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	log := &syncBuffer{}
+	log := &testenv.SyncBuffer{}
 	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -370,7 +351,7 @@ func TestWiredTigerRefusesAProcessByokdDoesNotAllow(t *testing.T) {
 func killWhen(t *testing.T, cmd *exec.Cmd, prefix string, from, killAt int) int {
 	t.Helper()
 	out, _ := cmd.StdoutPipe()
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -50,24 +50,6 @@ func (g *gate) set(s lock.State, reason string) {
 	g.mu.Unlock()
 }
 
-// syncBuffer is a log sink tests read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // counts records what the server counts.
 type counts struct {
 	mu sync.Mutex
@@ -99,7 +81,7 @@ type env struct {
 	sealer   seal.Sealer
 	store    *Store
 	srv      *Server
-	logs     *syncBuffer
+	logs     *testenv.SyncBuffer
 	certFile string
 	keyFile  string
 }
@@ -127,7 +109,7 @@ func start(t testing.TB) *env {
 // startWith is start allowing the clients named.
 func startWith(t testing.TB, allowed ...string) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), pki: testenv.NewPKI(t), logs: &syncBuffer{}, counts: &counts{}}
+	e := &env{dir: t.TempDir(), pki: testenv.NewPKI(t), logs: &testenv.SyncBuffer{}, counts: &counts{}}
 	e.gate = &gate{st: lock.Status{State: lock.Unlocked, Fingerprint: "00112233aabbccdd"}}
 	dek := make([]byte, 32)
 	rand.Read(dek)

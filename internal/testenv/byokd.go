@@ -83,7 +83,7 @@ type Byokd struct {
 	// Settings is the configuration written to Config.
 	Settings *config.Config
 	cmd      *exec.Cmd
-	logs     *syncBuffer
+	logs     *SyncBuffer
 	done     chan struct{}
 	err      error
 }
@@ -159,7 +159,7 @@ func PrepareByokd(t testing.TB, k *KP, o Options) *Byokd {
 	if err := os.WriteFile(filepath.Join(dir, "apikey"), []byte(apiKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := &Byokd{t: t, Dir: dir, Socket: filepath.Join(dir, "kp.sock"), Config: filepath.Join(dir, "config.toml"), logs: &syncBuffer{}, done: make(chan struct{})}
+	b := &Byokd{t: t, Dir: dir, Socket: filepath.Join(dir, "kp.sock"), Config: filepath.Join(dir, "config.toml"), logs: &SyncBuffer{}, done: make(chan struct{})}
 	b.Settings = byokdConfig(t, k, o, dir, b.Socket)
 	WriteConfig(t, b.Config, b.Settings)
 	if o.Credential != nil {
@@ -406,18 +406,20 @@ func (b *Byokd) Ctl(t testing.TB, cred *syscall.Credential, args ...string) (str
 	return out.String(), errb.String(), code
 }
 
-type syncBuffer struct {
+// SyncBuffer collects what a process or a logger writes while a test reads
+// it.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buf.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buf.String()

@@ -26,7 +26,7 @@ type Container struct {
 	init int    // the container's systemd, as a host pid
 	cmd  *exec.Cmd
 	done chan struct{}
-	logs *syncBuffer
+	logs *SyncBuffer
 }
 
 // repoRoot is the module's folder.
@@ -68,7 +68,7 @@ func BootContainer(t testing.TB, binds map[string]string) *Container {
 	tarball := RootFS(t)
 	var r [4]byte
 	_, _ = rand.Read(r[:])
-	c := &Container{Name: "byokd-" + hex.EncodeToString(r[:]), done: make(chan struct{}), logs: &syncBuffer{}}
+	c := &Container{Name: "byokd-" + hex.EncodeToString(r[:]), done: make(chan struct{}), logs: &SyncBuffer{}}
 	base, err := os.MkdirTemp("", "byokd-nspawn-")
 	if err != nil {
 		t.Fatal(err)
