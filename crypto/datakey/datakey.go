@@ -44,17 +44,22 @@ var (
 // cluster id cannot hold '/', different (clusterID, keyID) pairs never give
 // the same info, and so never the same key.
 func Info(clusterID, keyID string) ([]byte, error) {
+	return build(Prefix, clusterID, keyID, MaxKeyIDLen)
+}
+
+// build checks the ids and makes prefix + clusterID + "/" + id.
+func build(prefix, clusterID, id string, maxIDLen int) ([]byte, error) {
 	if err := check(clusterID, MaxClusterIDLen, true); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidClusterID, err)
 	}
-	if err := check(keyID, MaxKeyIDLen, false); err != nil {
+	if err := check(id, maxIDLen, false); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidKeyID, err)
 	}
-	info := make([]byte, 0, len(Prefix)+len(clusterID)+1+len(keyID))
-	info = append(info, Prefix...)
+	info := make([]byte, 0, len(prefix)+len(clusterID)+1+len(id))
+	info = append(info, prefix...)
 	info = append(info, clusterID...)
 	info = append(info, '/')
-	info = append(info, keyID...)
+	info = append(info, id...)
 	return info, nil
 }
 
@@ -72,18 +77,7 @@ const MaxObjectIDLen = MaxInfoLen - len(KMIPPrefix) - MaxClusterIDLen - 1
 // "byokd/kmip/v1/" + clusterID + "/" + objectID, with the checks of Info
 // (objectID at most MaxObjectIDLen bytes).
 func KMIPInfo(clusterID, objectID string) ([]byte, error) {
-	if err := check(clusterID, MaxClusterIDLen, true); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidClusterID, err)
-	}
-	if err := check(objectID, MaxObjectIDLen, false); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidKeyID, err)
-	}
-	info := make([]byte, 0, len(KMIPPrefix)+len(clusterID)+1+len(objectID))
-	info = append(info, KMIPPrefix...)
-	info = append(info, clusterID...)
-	info = append(info, '/')
-	info = append(info, objectID...)
-	return info, nil
+	return build(KMIPPrefix, clusterID, objectID, MaxObjectIDLen)
 }
 
 // check validates an id without echoing it: ids come from callers of the
