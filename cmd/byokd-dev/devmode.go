@@ -61,11 +61,8 @@ func devKMIP(dir string) (kmippki.Files, error) {
 		return kmippki.Files{}, err
 	}
 	kdir := filepath.Join(dir, "kmip")
-	c := kmippki.ClientFiles{Name: DevKMIPClient, Cert: filepath.Join(kdir, kmippki.ClientCertFile(DevKMIPClient)),
-		Key: filepath.Join(kdir, kmippki.ClientKeyFile(DevKMIPClient)), Bundle: filepath.Join(kdir, kmippki.ClientBundleFile(DevKMIPClient))}
-	f := kmippki.Files{CA: filepath.Join(kdir, kmippki.CAFile), CAKey: filepath.Join(kdir, kmippki.CAKeyFile),
-		ServerCert: filepath.Join(kdir, kmippki.ServerCertFile), ServerKey: filepath.Join(kdir, kmippki.ServerKeyFile),
-		Clients: []kmippki.ClientFiles{c}}
+	f := kmippki.Layout(kdir, DevKMIPClient)
+	c := f.Clients[0]
 	var missing []string
 	for _, p := range []string{f.CA, f.CAKey, f.ServerCert, f.ServerKey, c.Cert, c.Key, c.Bundle} {
 		if _, err := os.Stat(p); err != nil {

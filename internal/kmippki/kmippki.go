@@ -103,6 +103,30 @@ type ClientFiles struct {
 	Cert, Key, Bundle string
 }
 
+// Layout is where Init puts its files in dir (absolute) for clients.
+func Layout(dir string, clients ...string) Files {
+	f := Files{
+		CA:         filepath.Join(dir, CAFile),
+		CAKey:      filepath.Join(dir, CAKeyFile),
+		ServerCert: filepath.Join(dir, ServerCertFile),
+		ServerKey:  filepath.Join(dir, ServerKeyFile),
+	}
+	for _, c := range clients {
+		f.Clients = append(f.Clients, ClientLayout(dir, c))
+	}
+	return f
+}
+
+// ClientLayout is where client name's files are in dir.
+func ClientLayout(dir, name string) ClientFiles {
+	return ClientFiles{
+		Name:   name,
+		Cert:   filepath.Join(dir, ClientCertFile(name)),
+		Key:    filepath.Join(dir, ClientKeyFile(name)),
+		Bundle: filepath.Join(dir, ClientBundleFile(name)),
+	}
+}
+
 // ClientCertFile is the name of client name's certificate file.
 func ClientCertFile(name string) string { return "client-" + name + ".pem" }
 
@@ -290,12 +314,7 @@ func Init(o Options) (Files, error) {
 	w.add(CAFile, certPEM(caDER), certMode)
 	w.add(ServerKeyFile, srvKeyPEM, keyMode)
 	w.add(ServerCertFile, certPEM(srvDER), certMode)
-	files := Files{
-		CA:         filepath.Join(dir, CAFile),
-		CAKey:      filepath.Join(dir, CAKeyFile),
-		ServerCert: filepath.Join(dir, ServerCertFile),
-		ServerKey:  filepath.Join(dir, ServerKeyFile),
-	}
+	files := Layout(dir)
 	for _, c := range o.Clients {
 		cf, err := issuer.client(w, dir, c, now)
 		if err != nil {
@@ -390,12 +409,7 @@ func (a *authority) client(w *writer, dir, name string, now time.Time) (ClientFi
 	w.add(ClientKeyFile(name), keyPEM, keyMode)
 	w.add(ClientCertFile(name), cert, certMode)
 	w.add(ClientBundleFile(name), bundle, keyMode)
-	return ClientFiles{
-		Name:   name,
-		Cert:   filepath.Join(dir, ClientCertFile(name)),
-		Key:    filepath.Join(dir, ClientKeyFile(name)),
-		Bundle: filepath.Join(dir, ClientBundleFile(name)),
-	}, nil
+	return ClientLayout(dir, name), nil
 }
 
 // loadAuthority reads the CA in dir and checks that its key is the key of

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -501,5 +502,18 @@ func TestAddClientNeedsItsCA(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(d, "client-mongod.key")); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("a refused AddClient left client-mongod.key in %s", d)
 		}
+	}
+}
+
+// Layout names the files Init writes, so that a caller can find them
+// without running Init (byokd-dev reuses its dev PKI).
+func TestLayoutIsWhereInitWrites(t *testing.T) {
+	dir := t.TempDir()
+	got, err := kmippki.Init(kmippki.Options{Dir: dir, Hosts: []string{"localhost"}, Clients: []string{"mongod", "pbm"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := kmippki.Layout(dir, "mongod", "pbm"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Init wrote %+v, Layout says %+v", got, want)
 	}
 }
