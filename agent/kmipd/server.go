@@ -491,17 +491,8 @@ func responseSecrets(resp *kmip.ResponseMessage) []*[]byte {
 	for _, bi := range resp.BatchItem {
 		switch p := bi.ResponsePayload.(type) {
 		case *payloads.GetResponsePayload:
-			if p == nil {
-				continue
-			}
-			if k, ok := p.Object.(*kmip.SymmetricKey); ok && k != nil && k.KeyBlock.KeyValue != nil && k.KeyBlock.KeyValue.Plain != nil {
-				km := &k.KeyBlock.KeyValue.Plain.KeyMaterial
-				if km.Bytes != nil {
-					out = append(out, km.Bytes)
-				}
-				if km.TransparentSymmetricKey != nil {
-					out = append(out, &km.TransparentSymmetricKey.Key)
-				}
+			if p != nil {
+				out = append(out, keyMaterial(p.Object)...)
 			}
 		case *payloads.DecryptResponsePayload:
 			if p != nil {
@@ -512,63 +503,55 @@ func responseSecrets(resp *kmip.ResponseMessage) []*[]byte {
 	return out
 }
 
-// wipeRequest wipes key material and data a request carried.
-func wipeRequest(req *kmip.RequestMessage) {
+// requestSecrets points at the key material and data a request carries.
+func requestSecrets(req *kmip.RequestMessage) []*[]byte {
+	var out []*[]byte
 	for _, bi := range req.BatchItem {
 		switch p := bi.RequestPayload.(type) {
 		case *payloads.RegisterRequestPayload:
-			if p == nil {
-				continue
-			}
-			if k, ok := p.Object.(*kmip.SymmetricKey); ok && k != nil {
-				wipeKeyBlock(&k.KeyBlock)
+			if p != nil {
+				out = append(out, keyMaterial(p.Object)...)
 			}
 		case *payloads.EncryptRequestPayload:
 			if p != nil {
-				secmem.Wipe(p.Data)
+				out = append(out, &p.Data)
 			}
 		case *payloads.DecryptRequestPayload:
 			if p != nil {
-				secmem.Wipe(p.Data)
+				out = append(out, &p.Data)
 			}
 		}
 	}
+	return out
 }
+
+// keyMaterial points at the plain key bytes of a symmetric key object.
+func keyMaterial(o kmip.Object) []*[]byte {
+	k, ok := o.(*kmip.SymmetricKey)
+	if !ok || k == nil || k.KeyBlock.KeyValue == nil || k.KeyBlock.KeyValue.Plain == nil {
+		return nil
+	}
+	km := &k.KeyBlock.KeyValue.Plain.KeyMaterial
+	var out []*[]byte
+	if km.Bytes != nil {
+		out = append(out, km.Bytes)
+	}
+	if km.TransparentSymmetricKey != nil {
+		out = append(out, &km.TransparentSymmetricKey.Key)
+	}
+	return out
+}
+
+// wipeRequest wipes the key material and data a request carried.
+func wipeRequest(req *kmip.RequestMessage) { wipeAll(requestSecrets(req)) }
 
 // wipeResponse wipes the key material and plaintext a response carried,
 // once it is written.
-func wipeResponse(resp *kmip.ResponseMessage) {
-	for _, bi := range resp.BatchItem {
-		switch p := bi.ResponsePayload.(type) {
-		case *payloads.GetResponsePayload:
-			if p == nil {
-				continue
-			}
-			if k, ok := p.Object.(*kmip.SymmetricKey); ok && k != nil {
-				wipeKeyBlock(&k.KeyBlock)
-			}
-		case *payloads.DecryptResponsePayload:
-			if p != nil {
-				secmem.Wipe(p.Data)
-			}
-		case *payloads.EncryptResponsePayload:
-			if p != nil {
-				secmem.Wipe(p.Data)
-			}
-		}
-	}
-}
+func wipeResponse(resp *kmip.ResponseMessage) { wipeAll(responseSecrets(resp)) }
 
-func wipeKeyBlock(kb *kmip.KeyBlock) {
-	if kb.KeyValue == nil || kb.KeyValue.Plain == nil {
-		return
-	}
-	km := kb.KeyValue.Plain.KeyMaterial
-	if km.Bytes != nil {
-		secmem.Wipe(*km.Bytes)
-	}
-	if km.TransparentSymmetricKey != nil {
-		secmem.Wipe(km.TransparentSymmetricKey.Key)
+func wipeAll(ps []*[]byte) {
+	for _, p := range ps {
+		secmem.Wipe(*p)
 	}
 }
 
