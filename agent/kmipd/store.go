@@ -114,7 +114,6 @@ var ErrRetry = errors.New("the node's key is being sealed again; retry")
 // Store keeps the KMIP objects of one node in a folder of its state
 // directory, one file per object, each written atomically with mode 0600.
 type Store struct {
-	path    string
 	dir     atomicfile.Dir
 	cluster string
 	keys    Deriver
@@ -144,7 +143,7 @@ func OpenStore(path, clusterID string, keys Deriver, gate Gate) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("kmip store: %w", err)
 	}
-	s := &Store{path: path, dir: atomicfile.NewDir(f), cluster: clusterID, keys: keys, gate: gate,
+	s := &Store{dir: atomicfile.NewDir(f), cluster: clusterID, keys: keys, gate: gate,
 		now: time.Now, objs: map[string]*Object{}, maxObjects: MaxObjects}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
@@ -213,8 +212,12 @@ func readObject(path string) (*Object, error) {
 // Close closes the folder.
 func (s *Store) Close() error { return s.dir.File.Close() }
 
-// Path is the store's folder.
-func (s *Store) Path() string { return s.path }
+// Len is the number of objects the store holds.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.objs)
+}
 
 // newID is a random UUID (version 4).
 func newID() (string, error) {

@@ -188,9 +188,9 @@ func New(cfg *config.Config, deps Deps) (_ *Node, err error) {
 	return n, nil
 }
 
-// KMIPDir is where the KMIP objects of a node with state folder stateDir
+// kmipDir is where the KMIP objects of a node with state folder stateDir
 // live.
-func KMIPDir(stateDir string) string { return filepath.Join(stateDir, "kmip") }
+func kmipDir(stateDir string) string { return filepath.Join(stateDir, "kmip") }
 
 // newKMIP opens the KMIP store and listener of [kmip].
 func (n *Node) newKMIP(log *slog.Logger) error {
@@ -199,7 +199,7 @@ func (n *Node) newKMIP(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	store, err := kmipd.OpenStore(KMIPDir(n.cfg.State.Dir), n.cfg.ClusterID, n.sealer, n.Machine)
+	store, err := kmipd.OpenStore(kmipDir(n.cfg.State.Dir), n.cfg.ClusterID, n.sealer, n.Machine)
 	if err != nil {
 		return err
 	}
@@ -211,7 +211,7 @@ func (n *Node) newKMIP(log *slog.Logger) error {
 	n.closers = append(n.closers, func() { n.kmipLn.Close() })
 	n.KMIP = kmipd.NewServer(kmipd.Config{Store: store, TLS: tlsCfg, Log: log, Metrics: n.Metrics})
 	log.Info("kmip server listening", "addr", n.kmipLn.Addr().String(), "allowed_clients", k.AllowedClients,
-		"objects", len(store.List()))
+		"objects", store.Len())
 	return nil
 }
 
