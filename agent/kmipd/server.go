@@ -144,10 +144,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			done := s.done
-			s.mu.Unlock()
-			if done {
+			if s.stopping() {
 				return nil
 			}
 			if errors.Is(err, net.ErrClosed) {
