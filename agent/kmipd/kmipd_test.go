@@ -744,3 +744,29 @@ func TestOpenRemovesTemporaryFiles(t *testing.T) {
 		t.Fatalf("the temporary file is still there: %v", err)
 	}
 }
+
+// resealing is a sealer whose protected key became void (cpacf after a
+// re-IPL): every Derive says ErrReseal.
+type resealing struct{}
+
+func (resealing) Derive(context.Context, []byte, []byte) error { return seal.ErrReseal }
+
+// A void sealed key makes the store ask the key manager to seal the DEK
+// again and tell the client to retry, instead of failing for good.
+func TestResealIsAskedFor(t *testing.T) {
+	g := &gate{st: lock.Status{State: lock.Unlocked, Fingerprint: "00112233aabbccdd"}}
+	s, err := OpenStore(filepath.Join(t.TempDir(), "kmip"), "c1", resealing{}, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	asked := 0
+	s.Reseal = func() { asked++ }
+	_, err = s.Add(context.Background(), Object{Algorithm: "AES", Length: 256}, make([]byte, 32))
+	if !errors.Is(err, ErrRetry) || asked != 1 {
+		t.Fatalf("Add with a void sealed key: %v, reseal asked %d times", err, asked)
+	}
+	if msg := kerr(err).Error(); !strings.Contains(msg, "retry") {
+		t.Fatalf("the client is told %q, want a retry", msg)
+	}
+}
